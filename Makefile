@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m aiaic_jax.demo --workdir $(DEMO_DIR)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check aiaic_jax tests bench configs train.py eval.py
+	$(BIN)/ruff format --check aiaic_jax tests bench configs train.py eval.py
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format aiaic_jax tests bench configs train.py eval.py
+	$(BIN)/ruff check --fix aiaic_jax tests bench configs train.py eval.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
