@@ -1,6 +1,6 @@
 """The embedded default: the synthetic audio-visual world, a small DDColor, small images.
 
-    python -m aiaic_jax.data.build synthetic --data_dir runs/demo/data
+python -m aiaic_jax.data.build synthetic --data_dir runs/demo/data
 """
 
 import ml_collections

@@ -28,4 +28,11 @@ def builder_class(name: str) -> type[PairBuilder]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BUILDERS", "BuildReport", "PairBuilder", "builder_class", "pair_features", "read_report"]
+__all__ = [
+    "BUILDERS",
+    "BuildReport",
+    "PairBuilder",
+    "builder_class",
+    "pair_features",
+    "read_report",
+]
