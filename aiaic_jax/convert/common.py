@@ -1,0 +1,198 @@
+"""Reading official checkpoints and writing Flax variables as orbax checkpoints.
+
+A converted checkpoint holds a partial variable tree of the composed model, keyed by its
+top-level modules: `{"params": {"backbone": ...}, "batch_stats": {"backbone": ...}}` for DDColor,
+`{"params": {"audio": ...}, "batch_stats": {"audio": ...}}` for the VGGSound audio network. A
+stage names it as `config.init_from`, and `merge_variables` lays it over freshly initialised
+variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+StateDict = dict[str, np.ndarray]
+# Nested dict of arrays, as Flax variables are.
+Tree = dict[str, Any]
+
+_WRAPPER_KEYS = ("params", "state_dict", "model_state_dict", "model")
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint's keys or shapes do not fit the model; the message lists every one."""
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Reads a PyTorch checkpoint (.pth, .pt, .pth.tar) or a .safetensors file as numpy arrays.
+
+    A checkpoint that wraps its state dict (`{'params': ...}`, `{'state_dict': ...}`,
+    `{'model_state_dict': ...}`) is unwrapped. PyTorch files need torch (the `torch` extra);
+    they are read with `weights_only=True`, so no code in the file runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"{path}: reading PyTorch checkpoints needs torch; install the CPU build with "
+            "`pip install torch==2.13.0`, or convert the file to .safetensors first"
+        ) from e
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    raw = _unwrap(raw, path)
+    out: StateDict = {}
+    for key, value in raw.items():
+        if not hasattr(value, "detach"):
+            continue  # counters and other non-tensor entries
+        out[key] = (
+            value.detach().to(torch.float32).numpy()
+            if value.is_floating_point()
+            else (value.detach().numpy())
+        )
+    return out
+
+
+def _unwrap(raw: Any, path: Path) -> Mapping[str, Any]:
+    while isinstance(raw, Mapping):
+        wrapped = [k for k in _WRAPPER_KEYS if k in raw and isinstance(raw[k], Mapping)]
+        if not wrapped:
+            return raw
+        raw = raw[wrapped[0]]
+    raise ValueError(f"{path}: expected a state dict, found {type(raw).__name__}")
+
+
+def strip_prefix(state: StateDict, prefix: str) -> StateDict:
+    """Keys that start with `prefix`, without it (e.g. 'audnet.' in VGGSound's H.pth.tar)."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# A target leaf: the path in the Flax tree, e.g. ("params", "encoder", "stem", "kernel").
+TargetPath = tuple[str, ...]
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def assign(
+    state: StateDict,
+    mapping: Mapping[TargetPath, tuple[str, Transform]],
+    template: Tree,
+    *,
+    ignore: Callable[[str], bool] = lambda key: False,
+    source: str = "checkpoint",
+) -> Tree:
+    """Builds a Flax tree from a state dict by an explicit key map, checking everything.
+
+    mapping: target path -> (source key, transform such as a kernel transpose).
+    template: a tree with the expected shapes (e.g. `jax.eval_shape` of the model's init).
+    ignore: source keys that are known to have no counterpart (e.g. a classifier head).
+    Raises CheckpointMismatch listing every missing source key, every source key left unused,
+    every target leaf without a source, and every shape that differs.
+    """
+    problems: list[str] = []
+    used: set[str] = set()
+    out: Tree = {}
+    template_leaves = dict(_flatten(template))
+    for target, (key, transform) in mapping.items():
+        if target not in template_leaves:
+            problems.append(f"target {'/'.join(target)} does not exist in the model")
+            continue
+        if key not in state:
+            problems.append(f"missing key {key} (for {'/'.join(target)})")
+            continue
+        used.add(key)
+        value = np.asarray(transform(state[key]))
+        expected = tuple(template_leaves[target].shape)
+        if value.shape != expected:
+            problems.append(
+                f"shape of {key} {tuple(state[key].shape)} -> {value.shape} does not fit "
+                f"{'/'.join(target)} {expected}"
+            )
+            continue
+        _set(out, target, value.astype(template_leaves[target].dtype))
+    unmapped_targets = sorted("/".join(t) for t in template_leaves if t not in mapping)
+    problems += [f"no source for {t}" for t in unmapped_targets]
+    unused = sorted(k for k in state if k not in used and not ignore(k))
+    problems += [f"unexpected key {k} {tuple(state[k].shape)}" for k in unused]
+    if problems:
+        raise CheckpointMismatch(
+            f"{source} does not fit the model ({len(problems)} problems):\n  "
+            + "\n  ".join(problems)
+        )
+    return out
+
+
+def _flatten(tree: Mapping[str, Any], prefix: TargetPath = ()) -> list[tuple[TargetPath, Any]]:
+    items: list[tuple[TargetPath, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            items += _flatten(value, (*prefix, key))
+        else:
+            items.append(((*prefix, key), value))
+    return items
+
+
+def _set(tree: Tree, path: TargetPath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def merge_variables(base: Mapping[str, Any], update: Mapping[str, Any]) -> Tree:
+    """`base` with every leaf that `update` has replaced; `update` may be a partial tree.
+
+    Raises CheckpointMismatch if `update` has a leaf that `base` lacks or of another shape.
+    """
+    base_leaves = dict(_flatten(base))
+    problems = []
+    out: Tree = {}
+    for path, value in base_leaves.items():
+        _set(out, path, value)
+    for path, value in _flatten(update):
+        if path not in base_leaves:
+            problems.append(f"{'/'.join(path)} is not in the model")
+        elif tuple(np.shape(value)) != tuple(np.shape(base_leaves[path])):
+            problems.append(
+                f"{'/'.join(path)} has shape {tuple(np.shape(value))}, the model "
+                f"{tuple(np.shape(base_leaves[path]))}"
+            )
+        else:
+            _set(out, path, value)
+    if problems:
+        raise CheckpointMismatch("variables do not fit the model:\n  " + "\n  ".join(problems))
+    return out
+
+
+def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any]) -> Path:
+    """Writes a variable tree as an orbax checkpoint (atomically: orbax renames when done)."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory, dict(variables))
+    return directory
+
+
+def restore_variables(directory: str | os.PathLike) -> Tree:
+    """Reads a variable tree written by `save_variables`, as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory}: no such checkpoint")
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(directory)
