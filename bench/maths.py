@@ -1,6 +1,6 @@
 """Speed and accuracy of the colour, audio and metric maths at production sizes.
 
-    PYTHONPATH=. python bench/bench_maths.py [--batch 8] [--repeats 5]
+    PYTHONPATH=. python bench/maths.py [--batch 8] [--repeats 5]
 
 Prints one JSON line per measurement: compile time, the median run time of the jitted
 function over `--repeats` runs (after one warm-up), and for SSIM and the VGGSound
