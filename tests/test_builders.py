@@ -519,3 +519,15 @@ def test_options_come_from_the_config_fields(argv, expected):
     parser = argparse.ArgumentParser()
     build.add_options(parser, _ExampleConfig)
     assert vars(parser.parse_args(argv)) == expected
+
+
+def test_build_command_fails_when_every_input_of_a_split_is_skipped(tmp_path, capsys):
+    manual_dir = make_vggsound_dir(tmp_path / "in")
+    text_file(os.path.join(manual_dir, "video", "ddd_000000.mp4"))  # the only val clip
+    status, out, err = run_build(
+        capsys, "vggsound", "--data_dir", tmp_path / "out", "--manual_dir", manual_dir,
+        "--ood_classes", "lion roaring",
+    )  # fmt: skip
+    assert status == 1
+    assert "split 'val' has no usable pair" in err
+    assert any("ddd_000000.mp4: cannot decode" in line for line in out)

@@ -112,6 +112,18 @@ def test_truncated_video_raises_media_error_naming_the_file(tmp_path):
         media.decode_video(broken)
 
 
+def test_cut_off_faststart_video_keeps_its_decodable_seconds_with_a_warning(tmp_path):
+    frames = [solid_image(frame_colour(i)) for i in range(40)]
+    whole = tmp_path / "whole.mp4"
+    media.write_video(whole, frames, tone(4, 44_100, 2), 10, 44_100, faststart=True)
+    clip = media.decode_video(truncated_copy(whole, tmp_path / "cut.mp4", keep=0.5))
+    assert 1 <= clip.num_seconds < 4
+    assert [frame_index(f) for f in clip.second_frames] == [
+        10 * k + 5 for k in range(clip.num_seconds)
+    ]
+    assert any("truncated" in warning for warning in clip.warnings)
+
+
 def test_non_media_file_raises_media_error_naming_the_file(tmp_path):
     path = text_file(tmp_path / "notes.mp4")
     with pytest.raises(media.MediaError, match=r"notes\.mp4: cannot decode"):
@@ -143,6 +155,22 @@ def test_middle_audio_is_at_most_max_seconds_centred_on_the_middle_frame(tmp_pat
     assert clip.middle_audio().shape == (3 * SR,)
     window = clip.middle_audio(max_seconds=1)
     np.testing.assert_array_equal(window, clip.audio[SR // 2 * 2 : SR // 2 * 2 + SR])
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_frames_are_turned_by_the_display_rotation(tmp_path, rotation):
+    stored = solid_image((224, 32, 32), size=(64, 48))
+    stored[:24, :32] = (32, 224, 32)  # top-left quadrant green
+    path = tmp_path / "phone.mp4"
+    media.write_video(path, [stored] * 10, None, 10, rotation=rotation)
+    shown = media.decode_video(path).middle_frame
+    expected = np.rot90(stored, rotation // 90)
+    assert shown.shape == expected.shape
+    # Compare quadrant centres (H.264 blurs the edges between them).
+    height, width = shown.shape[:2]
+    for y in (height // 4, 3 * height // 4):
+        for x in (width // 4, 3 * width // 4):
+            np.testing.assert_allclose(shown[y, x], expected[y, x], atol=12)
 
 
 def test_write_video_pads_odd_sides_to_even(tmp_path):

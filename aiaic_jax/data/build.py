@@ -27,6 +27,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from aiaic_jax.data.builders import BUILDERS, BuildReport, builder_class
+from aiaic_jax.data.builders.media_pairs import EmptySplitError
 
 # Fields every tfds.core.BuilderConfig has; they are not builder options.
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
@@ -75,6 +76,7 @@ def add_options(parser: argparse.ArgumentParser, config_class: type) -> None:
         flag = f"--{field.name}"
         help_text = f"{field.metadata.get('help', '')} (default: {default!r})".strip()
         if isinstance(default, bool):
+            help_text += f"; --no-{field.name} is --{field.name}=false"
             group.add_argument(
                 flag, nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                 metavar="true|false", help=help_text,
@@ -153,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = builder.build(manual_dir)
     except ValueError as error:
         return _fail(f"{name}: {error}", 2, builder.report)
+    except EmptySplitError as error:
+        return _fail(f"{name}: {error}", 1, builder.report)
     except Exception as error:  # report what was done before the build stopped
         traceback.print_exc()
         return _fail(f"{name}: build stopped: {type(error).__name__}: {error}", 1, builder.report)

@@ -18,7 +18,7 @@ import dataclasses
 import fractions
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
@@ -169,7 +169,7 @@ class _NearestFrames:
     it or the first one at or after it; only the previous frame is held.
     """
 
-    def __init__(self, targets: Sequence[float], convert):
+    def __init__(self, targets: Sequence[float], convert: Callable[[av.VideoFrame], np.ndarray]):
         self.targets = list(targets)
         self.chosen: list[np.ndarray | None] = [None] * len(self.targets)
         self._convert = convert
@@ -200,18 +200,22 @@ class _NearestFrames:
             self._next += 1
 
 
-def _frame_converter(max_side: int | None):
-    """VideoFrame -> `[H, W, 3]` uint8 RGB, downscaled so its longer side is at most max_side."""
+def _frame_converter(max_side: int | None) -> Callable[[av.VideoFrame], np.ndarray]:
+    """VideoFrame -> `[H, W, 3]` uint8 RGB as displayed (the stream's display rotation
+    applied), downscaled so that its longer side is at most max_side."""
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         width, height = frame.width, frame.height
         scale = 1.0 if not max_side else min(1.0, max_side / max(width, height))
         if scale < 1.0:
             width, height = max(1, round(width * scale)), max(1, round(height * scale))
-            return frame.to_ndarray(
-                width=width, height=height, format="rgb24", interpolation="AREA"
-            )
-        return frame.to_ndarray(format="rgb24")
+            rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        # Phones store portrait video as landscape frames plus a display rotation
+        # (counter-clockwise degrees, a multiple of 90 in practice).
+        quarter_turns = round(frame.rotation / 90) % 4
+        return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
 
     return convert
 
@@ -503,6 +507,8 @@ def write_video(
     frame_times: Sequence[float] | None = None,
     crf: int = 18,
     audio_bitrate: int = 128_000,
+    faststart: bool = False,
+    rotation: int = 0,
 ) -> None:
     """Writes frames and sound as H.264 (yuv420p) + AAC, e.g. an `.mp4` or `.mkv`.
 
@@ -517,6 +523,10 @@ def write_video(
       frame_times: presentation time of each frame in seconds, increasing (variable frame rate).
       crf: x264 constant rate factor (lower is better quality; 18 is visually lossless).
       audio_bitrate: AAC bit rate in bit/s.
+      faststart: MP4/MOV only: put the index first, so that players start before the download
+        ends (and a cut-off file still plays up to the cut).
+      rotation: display rotation stored in the file, counter-clockwise degrees (players and
+        `decode_video` turn the frames by it).
     """
     path = os.fspath(path)
     frames = [np.asarray(f, np.uint8) for f in frames]
@@ -528,12 +538,15 @@ def write_video(
     # A fine time base when frames have their own times; 1/fps otherwise.
     time_base = fractions.Fraction(1, 90_000) if frame_times is not None else 1 / rate
 
-    with av.open(path, "w") as container:
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(path, "w", options=options) as container:
         video = container.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = padded_width, padded_height, "yuv420p"
         video.time_base = time_base
         video.codec_context.time_base = time_base
         video.options = {"crf": str(crf)}
+        if rotation:
+            video.set_display_rotation(rotation)
         audio_stream, audio = _add_audio_stream(container, audio, sample_rate, audio_bitrate)
 
         for index, rgb in enumerate(frames):
