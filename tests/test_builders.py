@@ -192,6 +192,12 @@ def test_vggsound_class_in_both_lists_is_an_error(tmp_path):
         )  # fmt: skip
 
 
+def test_vggsound_clip_pattern_with_unknown_fields_is_an_error(tmp_path):
+    manual_dir = make_vggsound_dir(tmp_path / "in")
+    with pytest.raises(ValueError, match="clip_pattern"):
+        build_dataset("vggsound", manual_dir, tmp_path / "out", clip_pattern="{ytid}.mp4")
+
+
 # ------------------------------------------------------------------------------------------------
 # AVE
 

@@ -58,7 +58,7 @@ class AveVideo:
 def parse_annotation_file(path: str, report: BuildReport) -> dict[str, AveVideo]:
     """The videos of an AVE annotation file by VideoID, in order of first appearance."""
     videos: dict[str, AveVideo] = {}
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for number, text in enumerate(f, start=1):
             text = text.strip()
             if not text:
@@ -130,6 +130,7 @@ class Ave(MediaPairBuilder):
     def _split_generators(self, dl_manager) -> dict[str, Iterator]:
         config = self.builder_config
         media_pairs.check_image_options(config)
+        media_pairs.check_pattern("video_pattern", config.video_pattern, video_id="x")
         manual_dir = os.fspath(dl_manager.manual_dir)
         self.check_manual_dir(manual_dir)
 

@@ -47,10 +47,13 @@ class MediaPairConfig(tfds.core.BuilderConfig):
     )
     min_side: int = option(32, "skip images whose shorter side (after downscaling) is below this")
     skip_grey: bool = option(True, "skip grey images and frames (no colour ground truth)")
-    num_workers: int = option(2, "threads decoding media in parallel")
+    num_workers: int = option(
+        min(8, os.cpu_count() or 1), "threads decoding media in parallel (default: CPUs, at most 8)"
+    )
 
 
 def check_image_options(config: MediaPairConfig) -> None:
+    """Raises ValueError for an image option out of range."""
     if config.image_format not in IMAGE_FORMATS:
         raise ValueError(
             f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {config.image_format!r}"
@@ -59,11 +62,25 @@ def check_image_options(config: MediaPairConfig) -> None:
         raise ValueError(f"jpeg_quality must be in 1..100, got {config.jpeg_quality}")
 
 
+def check_pattern(option_name: str, pattern: str, **example_fields: Any) -> None:
+    """Raises ValueError unless `pattern` formats with exactly these fields."""
+    try:
+        pattern.format(**example_fields)
+    except (KeyError, IndexError, ValueError) as error:
+        fields = ", ".join(example_fields)
+        raise ValueError(
+            f"{option_name} {pattern!r} must use only the fields {fields}: {error!r}"
+        ) from None
+
+
 def encode_image(rgb: np.ndarray, image_format: str, jpeg_quality: int = 95) -> bytes:
-    """`[H, W, 3]` uint8 -> PNG or JPEG bytes (TFDS stores them as they are)."""
+    """`[H, W, 3]` uint8 -> PNG or JPEG bytes (TFDS stores them as they are).
+
+    JPEG keeps full chroma resolution (4:4:4): colour is what the model learns.
+    """
     buffer = io.BytesIO()
     if image_format == "jpeg":
-        Image.fromarray(rgb).save(buffer, format="JPEG", quality=jpeg_quality)
+        Image.fromarray(rgb).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
     else:
         Image.fromarray(rgb).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()

@@ -66,7 +66,7 @@ class ClipRow:
 def read_vggsound_csv(path: str, report) -> list[ClipRow]:
     """The rows of `vggsound.csv`; a header line is allowed, malformed rows are reported."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for line, fields in enumerate(csv.reader(f), start=1):
             if not fields or not "".join(fields).strip():
                 continue
@@ -141,6 +141,7 @@ class Vggsound(MediaPairBuilder):
     def _split_generators(self, dl_manager) -> dict[str, Iterator]:
         config = self.builder_config
         media_pairs.check_image_options(config)
+        media_pairs.check_pattern("clip_pattern", config.clip_pattern, youtube_id="x", start=0)
         manual_dir = os.fspath(dl_manager.manual_dir)
         self.check_manual_dir(manual_dir)
         rows = read_vggsound_csv(media_pairs.manual_path(manual_dir, config.csv_file), self.report)
