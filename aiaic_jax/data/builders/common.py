@@ -17,8 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-SAMPLE_RATE = 16_000
 REPORT_KEY = "build_report"
+
+
+def option(default: Any, help: str) -> Any:
+    """A builder option: a config field with the help text the build command line shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def pair_features() -> tfds.features.FeaturesDict:
@@ -119,6 +123,13 @@ class PairBuilder(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
         self.report = BuildReport(dataset=f"{self.name}/{self.builder_config.name}")
+
+    # TFDS looks for a checksums file next to a builder's code through `importlib_resources`,
+    # which it does not declare as a dependency on Python >= 3.9; nothing is downloaded here.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> None:
+        return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -20,16 +20,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from aiaic_jax.data import media
-from aiaic_jax.data.builders.common import SAMPLE_RATE, BuildReport, PairBuilder
-
-assert SAMPLE_RATE == media.SAMPLE_RATE
+from aiaic_jax.data.builders.common import BuildReport, PairBuilder, option
 
 IMAGE_FORMATS = ("auto", "jpeg", "png")
-
-
-def option(default: Any, help: str) -> Any:
-    """A builder option: a config field with the help text the build command line shows."""
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(eq=False)
@@ -245,13 +238,6 @@ class MediaPairBuilder(PairBuilder):
     """Base of the builders that decode media files into pairs, one `Outcome` per input."""
 
     BUILDER_CONFIG_CLASS = MediaPairConfig
-
-    # TFDS looks for a checksums file next to a builder's code through `importlib_resources`,
-    # which it does not declare as a dependency on Python >= 3.9; nothing is downloaded here.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> None:
-        return None
 
     def split_pairs(
         self, split: str, jobs: list[T], make_pairs: Callable[[T], Outcome]
