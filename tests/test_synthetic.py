@@ -215,6 +215,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
         for name, seed in (("a", 7), ("b", 7), ("c", 8))
     ]
     record_files = sorted(f for f in os.listdir(paths[0]) if ".array_record" in f)
+    assert len(record_files) == len(world.SPLITS)
     assert record_files == sorted(f for f in os.listdir(paths[2]) if ".array_record" in f)
     same = [filecmp.cmp(f"{paths[0]}/{f}", f"{paths[1]}/{f}", shallow=False) for f in record_files]
     other = [filecmp.cmp(f"{paths[0]}/{f}", f"{paths[2]}/{f}", shallow=False) for f in record_files]
