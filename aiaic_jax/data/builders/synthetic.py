@@ -69,7 +69,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from aiaic_jax.data.builders.common import SAMPLE_RATE, PairBuilder
+from aiaic_jax.data.builders.common import SAMPLE_RATE, PairBuilder, option
 
 SPLITS = ("train", "val", "ave_like", "ood")
 SCENE_NAMES = (
@@ -113,20 +113,20 @@ _XYZ_TO_LINEAR_RGB = np.linalg.inv(_LINEAR_RGB_TO_XYZ)
 class SyntheticConfig(tfds.core.BuilderConfig):
     """Options of the synthetic world (each becomes a flag of the build command)."""
 
-    image_size: int = 64  # pixels, square
-    audio_seconds: float = 1.0
-    train_classes: int = 12
-    ood_classes: int = 4  # held out, interleaved between the training classes
-    scenes: int = 6  # at most len(SCENE_NAMES)
-    train_pairs: int = 3072
-    val_pairs: int = 512
-    ave_like_videos: int = 48  # ten pairs each
-    ood_pairs: int = 512
-    irrelevant_fraction: float = 0.25  # of ave_like pairs: another class's audio
-    missing_audio_fraction: float = 0.15  # of ave_like pairs: no audio
-    max_chroma: float = 40.0  # Lab units; the gamut bound may lower it per pixel
-    pitch_jitter: float = 0.15  # std of the signature jitter, in class spacings
-    seed: int = 0
+    image_size: int = option(64, "side of the square images, pixels")
+    audio_seconds: float = option(1.0, "length of each pair's audio, seconds")
+    train_classes: int = option(12, "classes (hues) of train, val and ave_like")
+    ood_classes: int = option(4, "held-out classes, interleaved between the training classes")
+    scenes: int = option(6, f"scene kinds, at most {len(SCENE_NAMES)}")
+    train_pairs: int = option(3072, "pairs in train")
+    val_pairs: int = option(512, "pairs in val")
+    ave_like_videos: int = option(48, "pseudo-videos of ten 1-s pairs in ave_like")
+    ood_pairs: int = option(512, "pairs in ood")
+    irrelevant_fraction: float = option(0.25, "share of ave_like pairs with another class's audio")
+    missing_audio_fraction: float = option(0.15, "share of ave_like pairs without audio")
+    max_chroma: float = option(40.0, "target chroma, Lab units; the gamut bound may lower it")
+    pitch_jitter: float = option(0.15, "std of the signature jitter, in class spacings")
+    seed: int = option(0, "the world's seed: the same seed gives identical bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -502,13 +502,6 @@ class Synthetic(PairBuilder):
     """The synthetic audio-visual world (see the module docstring)."""
 
     BUILDER_CONFIG_CLASS = SyntheticConfig
-
-    # TFDS looks for a checksums file next to the builder's code through `importlib_resources`,
-    # which it does not declare as a dependency on Python >= 3.9; nothing is downloaded here.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> None:
-        return None
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         del dl_manager  # nothing to download
