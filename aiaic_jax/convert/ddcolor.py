@@ -41,7 +41,7 @@ OFFICIAL_NUM_HEADS = 8  # not recoverable from a checkpoint; every official mode
 KeyMap = dict[TargetPath, tuple[str, Transform]]
 
 
-class _Rule(NamedTuple):
+class Rule(NamedTuple):
     flax_module: str  # regex over the '/'-joined Flax module path
     torch_module: str  # PyTorch module prefix, may use the regex groups
     kind: str  # how the leaves map: see _leaf_key
@@ -49,61 +49,59 @@ class _Rule(NamedTuple):
 
 # ConvNeXt, relative to the encoder (PyTorch: the `ConvNeXt` module).
 _CONVNEXT_RULES = [
-    _Rule(r"stem_conv", r"downsample_layers.0.0", "linear"),
-    _Rule(r"stem_norm", r"downsample_layers.0.1", "norm"),
-    _Rule(r"downsample(\d)_norm", r"downsample_layers.\1.0", "norm"),
-    _Rule(r"downsample(\d)_conv", r"downsample_layers.\1.1", "linear"),
-    _Rule(r"stage(\d+)_block(\d+)", r"stages.\1.\2", "layer_scale"),
-    _Rule(r"stage(\d+)_block(\d+)/(dwconv|pwconv1|pwconv2)", r"stages.\1.\2.\3", "linear"),
-    _Rule(r"stage(\d+)_block(\d+)/norm", r"stages.\1.\2.norm", "norm"),
-    _Rule(r"norm(\d?)", r"norm\1", "norm"),
+    Rule(r"stem_conv", r"downsample_layers.0.0", "linear"),
+    Rule(r"stem_norm", r"downsample_layers.0.1", "norm"),
+    Rule(r"downsample(\d)_norm", r"downsample_layers.\1.0", "norm"),
+    Rule(r"downsample(\d)_conv", r"downsample_layers.\1.1", "linear"),
+    Rule(r"stage(\d+)_block(\d+)", r"stages.\1.\2", "layer_scale"),
+    Rule(r"stage(\d+)_block(\d+)/(dwconv|pwconv1|pwconv2)", r"stages.\1.\2.\3", "linear"),
+    Rule(r"stage(\d+)_block(\d+)/norm", r"stages.\1.\2.norm", "norm"),
+    Rule(r"norm(\d?)", r"norm\1", "norm"),
 ]
 
 _COLOR = "decoder.color_decoder"
 _DDCOLOR_RULES = [
     *[
-        _Rule(f"encoder/{rule.flax_module}", f"encoder.arch.{rule.torch_module}", rule.kind)
+        Rule(f"encoder/{rule.flax_module}", f"encoder.arch.{rule.torch_module}", rule.kind)
         for rule in _CONVNEXT_RULES
     ],
-    _Rule(r"pixel_decoder/block(\d)/upsample/conv", r"decoder.layers.\1.shuf.conv.0", "spectral"),
-    _Rule(r"pixel_decoder/block(\d)/upsample/bn", r"decoder.layers.\1.shuf.conv.1", "norm"),
-    _Rule(r"pixel_decoder/block(\d)/skip_bn", r"decoder.layers.\1.bn", "norm"),
-    _Rule(r"pixel_decoder/block(\d)/conv", r"decoder.layers.\1.conv.0", "spectral"),
-    _Rule(r"pixel_decoder/block(\d)/conv_bn", r"decoder.layers.\1.conv.2", "norm"),
-    _Rule(r"pixel_decoder/last_upsample/conv", r"decoder.last_shuf.conv.0", "spectral"),
-    _Rule(r"color_decoder", _COLOR, "embedding"),
-    _Rule(r"color_decoder/input_proj(\d)", rf"{_COLOR}.input_proj.\1", "linear"),
-    _Rule(
+    Rule(r"pixel_decoder/block(\d)/upsample/conv", r"decoder.layers.\1.shuf.conv.0", "spectral"),
+    Rule(r"pixel_decoder/block(\d)/upsample/bn", r"decoder.layers.\1.shuf.conv.1", "norm"),
+    Rule(r"pixel_decoder/block(\d)/skip_bn", r"decoder.layers.\1.bn", "norm"),
+    Rule(r"pixel_decoder/block(\d)/conv", r"decoder.layers.\1.conv.0", "spectral"),
+    Rule(r"pixel_decoder/block(\d)/conv_bn", r"decoder.layers.\1.conv.2", "norm"),
+    Rule(r"pixel_decoder/last_upsample/conv", r"decoder.last_shuf.conv.0", "spectral"),
+    Rule(r"color_decoder", _COLOR, "embedding"),
+    Rule(r"color_decoder/input_proj(\d)", rf"{_COLOR}.input_proj.\1", "linear"),
+    Rule(
         r"color_decoder/layer(\d+)/cross_attention/(query|key|value|out)",
         rf"{_COLOR}.transformer_cross_attention_layers.\1.multihead_attn|\2",
         "attention",
     ),
-    _Rule(
+    Rule(
         r"color_decoder/layer(\d+)/cross_norm",
         rf"{_COLOR}.transformer_cross_attention_layers.\1.norm",
         "norm",
     ),
-    _Rule(
+    Rule(
         r"color_decoder/layer(\d+)/self_attention/(query|key|value|out)",
         rf"{_COLOR}.transformer_self_attention_layers.\1.self_attn|\2",
         "attention",
     ),
-    _Rule(
+    Rule(
         r"color_decoder/layer(\d+)/self_norm",
         rf"{_COLOR}.transformer_self_attention_layers.\1.norm",
         "norm",
     ),
-    _Rule(
+    Rule(
         r"color_decoder/layer(\d+)/ffn_(linear\d)",
         rf"{_COLOR}.transformer_ffn_layers.\1.\2",
         "linear",
     ),
-    _Rule(
-        r"color_decoder/layer(\d+)/ffn_norm", rf"{_COLOR}.transformer_ffn_layers.\1.norm", "norm"
-    ),
-    _Rule(r"color_decoder/decoder_norm", rf"{_COLOR}.decoder_norm", "norm"),
-    _Rule(r"color_decoder/color_embed_(\d)", rf"{_COLOR}.color_embed.layers.\1", "linear"),
-    _Rule(r"refine", r"refine_net.0.0", "spectral"),
+    Rule(r"color_decoder/layer(\d+)/ffn_norm", rf"{_COLOR}.transformer_ffn_layers.\1.norm", "norm"),
+    Rule(r"color_decoder/decoder_norm", rf"{_COLOR}.decoder_norm", "norm"),
+    Rule(r"color_decoder/color_embed_(\d)", rf"{_COLOR}.color_embed.layers.\1", "linear"),
+    Rule(r"refine", r"refine_net.0.0", "spectral"),
 ]
 
 # Keys of an official DDColor state dict with no Flax counterpart: the ImageNet mean/std
@@ -198,7 +196,7 @@ def _leaves(tree: Any, prefix: TargetPath = ()) -> list[tuple[TargetPath, Any]]:
     return [(prefix, tree)]
 
 
-def key_map(template: Tree, rules: list[_Rule], heads: int = OFFICIAL_NUM_HEADS) -> KeyMap:
+def key_map(template: Tree, rules: list[Rule], heads: int = OFFICIAL_NUM_HEADS) -> KeyMap:
     """Maps every leaf of a variables tree (collection, module..., leaf) to a PyTorch key.
 
     Raises CheckpointMismatch naming the leaves that no rule covers (a model change that the
@@ -367,6 +365,16 @@ def _facebook_convnext_names(state: StateDict) -> StateDict:
     return renamed
 
 
+def imagenet_convnext_template(depths: tuple[int, ...], dims: tuple[int, ...]) -> Tree:
+    """Shapes of the encoder parameters an ImageNet ConvNeXt provides (all but norm0..3)."""
+    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    template = jax.eval_shape(ConvNeXt(depths, dims).init, jax.random.key(0), image)
+    # DDColor's stage norms are not part of an ImageNet model.
+    return {
+        "params": {k: v for k, v in template["params"].items() if not re.fullmatch(r"norm\d", k)}
+    }
+
+
 def convert_convnext_state(
     state: StateDict, size: str | None = None, source: str = "checkpoint"
 ) -> Tree:
@@ -380,12 +388,7 @@ def convert_convnext_state(
             raise CheckpointMismatch(
                 f"{source} is not ConvNeXt-{size}: depths {config['depths']}, dims {config['dims']}"
             )
-    image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    template = jax.eval_shape(ConvNeXt(**config).init, jax.random.key(0), image)
-    # DDColor's stage norms are not part of an ImageNet model.
-    template = {
-        "params": {k: v for k, v in template["params"].items() if not re.fullmatch(r"norm\d", k)}
-    }
+    template = imagenet_convnext_template(config["depths"], config["dims"])
     tree = assign(
         state,
         convnext_key_map(template),
