@@ -1,0 +1,175 @@
+"""DDColor (Kang et al., "DDColor: Towards Photo-Realistic Image Colorization via Dual
+Decoders", arXiv 2212.11613): ConvNeXt encoder, pixel decoder, multi-scale colour decoder.
+
+The grey image (L as an sRGB grey, ImageNet-normalised) goes through the ConvNeXt encoder; the
+pixel decoder upsamples its features; the colour decoder turns colour queries into one map per
+query at full resolution; `refine`, a 1x1 spectral-norm conv over those maps and the input
+image, gives ab in raw Lab units (no squashing; clip to [-128, 127] before conversion).
+
+Guidance (AIAIC, Sec. 4.1: "the DSG module is added following the first convolutional layer of
+its decoder"). DDColor has two decoders and the pixel decoder runs first; its first
+convolutional layer is the 1x1 conv (spectral norm, then BatchNorm) that expands the 1/32
+encoder features by 4 before the first pixel shuffle (official `decoder.layers.0.shuf.conv`,
+built by fastai's `custom_conv_layer`, which makes a "conv layer" of conv and norm). DSG is
+applied to that layer's output, before its ReLU and the shuffle: 4 * decoder_widths[0]
+channels (2048 for DDColor-T/L) at 1/32 of the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aiaic_jax.models.backbones.convnext import ConvNeXt
+from aiaic_jax.models.backbones.ddcolor_decoder import MultiScaleColorDecoder, PixelDecoder
+from aiaic_jax.models.backbones.layers import SpectralNormConv
+from aiaic_jax.models.guidance import DynamicSemanticGuidance, Guidance
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+# The official sizes (num_queries 100, 3 scales, 9 colour-decoder layers, 2 output channels,
+# spectral norm on the last upsampling), and a reduced one of the same architecture for CPU
+# demos at 64x64.
+DDCOLOR_SIZES: dict[str, dict] = {
+    "tiny": {
+        "encoder_depths": (3, 3, 9, 3),
+        "encoder_dims": (96, 192, 384, 768),
+        "decoder_widths": (512, 512, 256),
+        "num_queries": 100,
+        "num_color_layers": 9,
+        "hidden_dim": 256,
+        "num_heads": 8,
+        "ffn_dim": 2048,
+    },
+    "large": {
+        "encoder_depths": (3, 3, 27, 3),
+        "encoder_dims": (192, 384, 768, 1536),
+        "decoder_widths": (512, 512, 256),
+        "num_queries": 100,
+        "num_color_layers": 9,
+        "hidden_dim": 256,
+        "num_heads": 8,
+        "ffn_dim": 2048,
+    },
+    "demo": {
+        "encoder_depths": (1, 1, 1, 1),
+        "encoder_dims": (32, 64, 128, 256),
+        "decoder_widths": (64, 64, 32),
+        "num_queries": 16,
+        "num_color_layers": 3,
+        "hidden_dim": 64,
+        "num_heads": 4,
+        "ffn_dim": 128,
+    },
+}
+
+_EPSILON = 216.0 / 24389.0  # CIE Lab: f(t) is t^(1/3) above this, linear below
+_KAPPA = 24389.0 / 27.0
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])  # X, Y, Z of the reference white
+# sRGB (D65) primaries, as skimage and DDColor's own Lab conversion use them.
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
+
+
+def gray_rgb_from_l(gray_l: jax.Array) -> jax.Array:
+    """sRGB of the Lab colour (L, 0, 0): the grey image DDColor sees.
+
+    gray_l: [..., 1], L in [0, 100]. Returns [..., 3] in [0, 1] (the three channels differ
+    slightly: D65 grey is not exactly r = g = b under these primaries).
+    """
+    y = jnp.where(
+        gray_l > _KAPPA * _EPSILON, ((gray_l + 16.0) / 116.0) ** 3, gray_l / _KAPPA
+    )  # relative luminance Y; with a = b = 0, X = Xn Y and Z = Zn Y
+    linear = y * jnp.asarray(_RGB_FROM_XYZ @ _WHITE_D65, jnp.float32)
+    srgb = jnp.where(
+        linear > 0.0031308,
+        1.055 * jnp.maximum(linear, 0.0031308) ** (1 / 2.4) - 0.055,
+        12.92 * linear,
+    )
+    return jnp.clip(srgb, 0.0, 1.0)
+
+
+class DDColor(nn.Module):
+    """DDColor backbone: gray_l [B, H, W, 1] (L in [0, 100]) -> ab [B, H, W, 2] (raw Lab).
+
+    H and W must be multiples of 32. Submodules: `encoder` (ConvNeXt), `pixel_decoder`,
+    `color_decoder`, `refine`, and `dsg` when called with guidance.
+    """
+
+    encoder_depths: Sequence[int] = (3, 3, 9, 3)
+    encoder_dims: Sequence[int] = (96, 192, 384, 768)
+    decoder_widths: Sequence[int] = (512, 512, 256)
+    num_queries: int = 100
+    num_color_layers: int = 9
+    hidden_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_output_channels: int = 2
+    blur: bool = True
+    guidance_hidden: int = 256  # hidden width of the DSG's gamma/beta MLPs
+
+    guidance_point = (
+        "pixel decoder, output of its first conv layer (block0/upsample: 1x1 spectral conv + "
+        "BatchNorm, before ReLU and pixel shuffle), 1/32 resolution"
+    )
+
+    @property
+    def guidance_channels(self) -> int:
+        """Channels of the feature map DSG modulates (2048 for DDColor-T/L)."""
+        return 4 * self.decoder_widths[0]
+
+    @nn.compact
+    def __call__(
+        self, gray_l: jax.Array, guidance: Guidance | None = None, *, train: bool = False
+    ) -> jax.Array:
+        """gray_l: [B, H, W, 1] L in [0, 100]; guidance: code c [B, Dc] and relevance r [B]
+        (Eq. 8; r = 0 gives exactly the unguided output). train: batch statistics in the
+        BatchNorms and a power-iteration step in every spectral norm (both update
+        `batch_stats`). Returns ab [B, H, W, num_output_channels] in raw Lab units."""
+        _, height, width, channels = gray_l.shape
+        if channels != 1 or height % 32 or width % 32:
+            raise ValueError(
+                f"DDColor expects gray_l [B, H, W, 1] with H and W multiples of 32, got "
+                f"{gray_l.shape}"
+            )
+        image = (gray_rgb_from_l(gray_l) - IMAGENET_MEAN) / IMAGENET_STD  # [B, H, W, 3]
+
+        encoder_features, _ = ConvNeXt(self.encoder_depths, self.encoder_dims, name="encoder")(
+            image
+        )
+
+        hook = None
+        if guidance is not None:
+            dsg = DynamicSemanticGuidance(
+                features=self.guidance_channels, hidden=self.guidance_hidden, name="dsg"
+            )
+            hook = lambda x: dsg(x, guidance)
+        multi_scale, full_size = PixelDecoder(self.decoder_widths, self.blur, name="pixel_decoder")(
+            encoder_features, train=train, hook=hook
+        )
+        color_maps = MultiScaleColorDecoder(
+            num_queries=self.num_queries,
+            num_layers=self.num_color_layers,
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            ffn_dim=self.ffn_dim,
+            name="color_decoder",
+        )(multi_scale, full_size)  # [B, H, W, num_queries]
+
+        return SpectralNormConv(self.num_output_channels, kernel_size=1, name="refine")(
+            jnp.concatenate([color_maps, image], axis=-1), train=train
+        )
+
+
+def ddcolor(size: str, **overrides) -> DDColor:
+    """DDColor of a named size ('tiny', 'large', 'demo'), with field overrides."""
+    if size not in DDCOLOR_SIZES:
+        raise ValueError(f"unknown DDColor size {size!r}; one of {sorted(DDCOLOR_SIZES)}")
+    return DDColor(**{**DDCOLOR_SIZES[size], **overrides})

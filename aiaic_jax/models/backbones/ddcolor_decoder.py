@@ -1,0 +1,289 @@
+"""DDColor's two decoders (Kang et al., "DDColor", arXiv 2212.11613).
+
+The pixel decoder upsamples the encoder's 1/32 features back to full resolution through three
+U-Net blocks (pixel-shuffle upsampling, skip connections from the encoder) and a final x4
+pixel shuffle. The colour decoder is a query-based transformer: learnable colour queries
+attend, layer by layer, to the pixel decoder's 1/16, 1/8 and 1/4 features in turn, and each
+query becomes a colour embedding whose dot product with the full-resolution features is one
+colour map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aiaic_jax.models.backbones.layers import (
+    SpectralNormConv,
+    icnr,
+    pixel_shuffle,
+    torch_default_bias,
+    torch_default_kernel,
+)
+
+# A function applied to a feature map at the guidance insertion point ([B, h, w, C] -> same).
+FeatureHook = Callable[[jax.Array], jax.Array]
+
+
+def _batch_norm(train: bool, name: str, bias: float = 0.0) -> nn.BatchNorm:
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5.
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        bias_init=nn.initializers.constant(bias),
+        use_fast_variance=False,
+        name=name,
+    )
+
+
+def _blur(x: jax.Array) -> jax.Array:
+    """2x2 average over each pixel and its top-left neighbours, edges replicated.
+
+    Removes the checkerboard pattern of pixel shuffle (arXiv 1806.02658); keeps the size.
+    """
+    padded = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)), mode="edge")
+    return 0.25 * (
+        padded[:, :-1, :-1] + padded[:, :-1, 1:] + padded[:, 1:, :-1] + padded[:, 1:, 1:]
+    )
+
+
+class PixelShuffleUpsample(nn.Module):
+    """1x1 spectral-norm conv (ICNR init) [-> BatchNorm] -> ReLU -> pixel shuffle -> blur."""
+
+    features: int
+    scale: int = 2
+    batch_norm: bool = True  # a BatchNorm after the conv (and no conv bias)
+    blur: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, hook: FeatureHook | None = None) -> jax.Array:
+        """x: [B, h, w, Cin] -> [B, h * scale, w * scale, features].
+
+        hook: applied to the output of the conv (and its BatchNorm), before the ReLU.
+        """
+        x = SpectralNormConv(
+            self.features * self.scale**2,
+            kernel_size=1,
+            use_bias=not self.batch_norm,
+            kernel_init=icnr(self.scale),
+            name="conv",
+        )(x, train=train)
+        if self.batch_norm:
+            x = _batch_norm(train, "bn")(x)
+        if hook is not None:
+            x = hook(x)
+        x = pixel_shuffle(nn.relu(x), self.scale)
+        return _blur(x) if self.blur else x
+
+
+class UnetBlock(nn.Module):
+    """Upsample x2, concatenate with the BatchNormed skip features, ReLU, 3x3 conv, ReLU, BN."""
+
+    features: int
+    blur: bool = True
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, skip: jax.Array, *, train: bool, hook: FeatureHook | None = None
+    ) -> jax.Array:
+        """x: [B, h, w, Cin]; skip: [B, 2h, 2w, Cskip] -> [B, 2h, 2w, features]."""
+        up = PixelShuffleUpsample(self.features, 2, blur=self.blur, name="upsample")(
+            x, train=train, hook=hook
+        )
+        skip = _batch_norm(train, "skip_bn", bias=1e-3)(skip)
+        x = nn.relu(jnp.concatenate([up, skip], axis=-1))
+        x = SpectralNormConv(self.features, kernel_size=3, padding=1, use_bias=False, name="conv")(
+            x, train=train
+        )
+        return _batch_norm(train, "conv_bn")(nn.relu(x))
+
+
+class PixelDecoder(nn.Module):
+    """Three U-Net blocks (1/32 -> 1/16 -> 1/8 -> 1/4) and a x4 pixel shuffle to full size.
+
+    Module names: `block0`, `block1`, `block2`, `last_upsample`.
+    """
+
+    widths: Sequence[int] = (512, 512, 256)
+    blur: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        encoder_features: Sequence[jax.Array],
+        *,
+        train: bool,
+        hook: FeatureHook | None = None,
+    ) -> tuple[list[jax.Array], jax.Array]:
+        """encoder_features: [f0 (1/4), f1 (1/8), f2 (1/16), f3 (1/32)], NHWC.
+
+        hook: applied after the decoder's first convolutional layer (see DDColor).
+        Returns ([1/16, 1/8, 1/4 maps of widths[0..2] channels], full-size [B, H, W, widths[2]]).
+        """
+        x = encoder_features[-1]
+        skips = encoder_features[-2::-1]  # 1/16, 1/8, 1/4
+        multi_scale = []
+        for index, (width, skip) in enumerate(zip(self.widths, skips)):
+            x = UnetBlock(width, blur=self.blur, name=f"block{index}")(
+                x, skip, train=train, hook=hook if index == 0 else None
+            )
+            multi_scale.append(x)
+        full_size = PixelShuffleUpsample(
+            self.widths[-1], 4, batch_norm=False, blur=self.blur, name="last_upsample"
+        )(x, train=train)
+        return multi_scale, full_size
+
+
+def sine_position_encoding(height: int, width: int, channels: int) -> np.ndarray:
+    """DETR's normalised sine position encoding for an height x width grid.
+
+    Returns [height * width, channels] (row-major positions): the first channels/2 encode the
+    row, the rest the column; within each half, even channels are sin(p / t_k) and odd
+    channels cos(p / t_k) with t_k = 10000^(2 floor(k / 2) / (channels / 2)), and p the 1-based
+    position scaled to (0, 2 pi].
+    """
+    half = channels // 2
+    eps = np.float32(1e-6)
+    scale = np.float32(2 * np.pi)
+    rows = np.arange(1, height + 1, dtype=np.float32)
+    cols = np.arange(1, width + 1, dtype=np.float32)
+    rows = rows / (rows[-1] + eps) * scale
+    cols = cols / (cols[-1] + eps) * scale
+    k = np.arange(half, dtype=np.float32)
+    periods = np.float32(10000) ** (2 * (k // 2) / np.float32(half))
+
+    def encode(positions: np.ndarray) -> np.ndarray:
+        angles = positions[:, None] / periods  # [n, half]
+        return np.where(k % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+
+    row_code = np.broadcast_to(encode(rows)[:, None, :], (height, width, half))
+    col_code = np.broadcast_to(encode(cols)[None, :, :], (height, width, half))
+    return np.concatenate([row_code, col_code], axis=-1).reshape(height * width, channels)
+
+
+def _attention(num_heads: int, name: str) -> nn.MultiHeadDotProductAttention:
+    # PyTorch's MultiheadAttention as DDColor initialises it: Xavier-uniform over the stacked
+    # [3E, E] q/k/v projection (scale 0.5 on each [E, E] part) and over the output projection;
+    # zero biases.
+    return nn.MultiHeadDotProductAttention(
+        num_heads=num_heads,
+        kernel_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
+        out_kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.zeros,
+        deterministic=True,
+        name=name,
+    )
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+
+
+class ColorDecoderLayer(nn.Module):
+    """Cross-attention to one scale, self-attention among queries, FFN; each with a residual
+    and a LayerNorm after it (post-norm). Positions are added to queries and keys only."""
+
+    num_heads: int = 8
+    ffn_dim: int = 2048
+
+    @nn.compact
+    def __call__(
+        self, queries: jax.Array, query_pos: jax.Array, memory: jax.Array, memory_pos: jax.Array
+    ) -> jax.Array:
+        """queries, query_pos: [B, Q, D]; memory, memory_pos: [B, N, D] -> [B, Q, D]."""
+        dim = queries.shape[-1]
+        attended = _attention(self.num_heads, "cross_attention")(
+            queries + query_pos, memory + memory_pos, memory
+        )
+        queries = _layer_norm("cross_norm")(queries + attended)
+        with_pos = queries + query_pos
+        attended = _attention(self.num_heads, "self_attention")(with_pos, with_pos, queries)
+        queries = _layer_norm("self_norm")(queries + attended)
+        hidden = nn.Dense(
+            self.ffn_dim,
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=torch_default_bias(dim),
+            name="ffn_linear1",
+        )(queries)
+        out = nn.Dense(
+            dim,
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=torch_default_bias(self.ffn_dim),
+            name="ffn_linear2",
+        )(nn.relu(hidden))
+        return _layer_norm("ffn_norm")(queries + out)
+
+
+class MultiScaleColorDecoder(nn.Module):
+    """Colour queries refined against multi-scale features; one colour map per query.
+
+    Layer i attends to scale i mod num_scales. Module names: `input_proj{s}`, `layer{i}`,
+    `decoder_norm`, `color_embed_{0,1,2}`; parameters `query_feat`, `query_embed`,
+    `level_embed`.
+    """
+
+    num_queries: int = 100
+    num_layers: int = 9
+    hidden_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+
+    @nn.compact
+    def __call__(self, multi_scale: Sequence[jax.Array], image_features: jax.Array) -> jax.Array:
+        """multi_scale: num_scales maps [B, h_s, w_s, C_s]; image_features: [B, H, W, E].
+
+        Returns colour maps [B, H, W, num_queries]. E (the colour embedding size) is taken
+        from image_features.
+        """
+        num_scales = len(multi_scale)
+        batch = image_features.shape[0]
+        embed_dim = image_features.shape[-1]
+        level_embed = self.param(
+            "level_embed", nn.initializers.normal(1.0), (num_scales, self.hidden_dim)
+        )
+        memories, positions = [], []
+        for scale, features in enumerate(multi_scale):
+            _, height, width, _ = features.shape
+            projected = nn.Conv(
+                self.hidden_dim,
+                (1, 1),
+                # PyTorch kaiming_uniform_(a=1): gain 1, fan_in.
+                kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
+                name=f"input_proj{scale}",
+            )(features)
+            memories.append(projected.reshape(batch, height * width, -1) + level_embed[scale])
+            positions.append(jnp.asarray(sine_position_encoding(height, width, self.hidden_dim)))
+
+        query_feat = self.param(
+            "query_feat", nn.initializers.normal(1.0), (self.num_queries, self.hidden_dim)
+        )
+        query_embed = self.param(
+            "query_embed", nn.initializers.normal(1.0), (self.num_queries, self.hidden_dim)
+        )
+        queries = jnp.broadcast_to(query_feat, (batch, *query_feat.shape))
+        query_pos = jnp.broadcast_to(query_embed, (batch, *query_embed.shape))
+        for index in range(self.num_layers):
+            scale = index % num_scales
+            queries = ColorDecoderLayer(self.num_heads, self.ffn_dim, name=f"layer{index}")(
+                queries, query_pos, memories[scale], positions[scale][None]
+            )
+        queries = _layer_norm("decoder_norm")(queries)
+
+        # Three-layer MLP from each query to its colour embedding (PyTorch nn.Linear init).
+        sizes = (self.hidden_dim, self.hidden_dim, embed_dim)
+        fan_ins = (self.hidden_dim, self.hidden_dim, self.hidden_dim)
+        for index, (size, fan_in) in enumerate(zip(sizes, fan_ins)):
+            queries = nn.Dense(
+                size,
+                kernel_init=torch_default_kernel,
+                bias_init=torch_default_bias(fan_in),
+                name=f"color_embed_{index}",
+            )(queries)
+            if index < len(sizes) - 1:
+                queries = nn.relu(queries)
+        return jnp.einsum("bqc,bhwc->bhwq", queries, image_features)
