@@ -20,7 +20,7 @@ from the audio gated by r). Stage 2 and RNet training use `visual_semantics`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from aiaic_jax.color import gray_rgb_from_l
+from aiaic_jax.convert.common import merge_variables
 from aiaic_jax.models.audio_encoder import A2V, AudioResNet18
+from aiaic_jax.models.backbones import get_backbone
 from aiaic_jax.models.guidance import Guidance, GuidanceMLP, SemanticEncoder
 from aiaic_jax.models.relevance import RelevanceNet
 from aiaic_jax.models.vgg import pretrained_vgg16_params
@@ -187,10 +189,11 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 def build_model(model_config: ml_collections.ConfigDict) -> AIAIC:
     """An AIAIC module from `config.model` (fields: see `default_model_config`)."""
-    from aiaic_jax.models.backbones import get_backbone
-
-    overrides = model_config.get("backbone_overrides", None)
-    overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else {}
+    overrides = model_config.get("backbone_overrides", None) or {}
+    if isinstance(overrides, ml_collections.ConfigDict):
+        overrides = overrides.to_dict()
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"backbone_overrides must be a mapping, got {overrides!r}")
     defaults = default_model_config()
     unknown = sorted(set(model_config.keys()) - set(defaults.keys()))
     if unknown:
@@ -201,7 +204,7 @@ def build_model(model_config: ml_collections.ConfigDict) -> AIAIC:
             continue
         value = model_config.get(name, defaults[name])
         fields[name] = tuple(value) if isinstance(value, (list, tuple)) else value
-    return AIAIC(backbone=get_backbone(model_config.backbone, **overrides), **fields)
+    return AIAIC(backbone=get_backbone(model_config.backbone, **dict(overrides)), **fields)
 
 
 def init_variables(
@@ -217,13 +220,11 @@ def init_variables(
     clip's spectrogram; no parameter depends on it (E_a pools globally), so the 1-s default
     serves any length.
     """
-    from aiaic_jax.convert.common import merge_variables
-
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     gray_l = jnp.full((1, height, width, 1), 50.0, jnp.float32)
     color_rgb = jnp.full((1, height, width, 3), 0.5, jnp.float32)
     spectrogram = jnp.zeros((1, *spectrogram_shape), jnp.float32)
     init = jax.jit(partial(model.init, method=AIAIC.init_all))
     variables = init(rng, gray_l, color_rgb, spectrogram)
-    pretrained = {"params": {"relevance": {"image_encoder": pretrained_vgg16_params()}}}
-    return merge_variables(variables, pretrained)
+    vgg16 = jax.tree.map(jnp.asarray, pretrained_vgg16_params())
+    return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
