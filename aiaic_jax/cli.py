@@ -1,0 +1,643 @@
+"""The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound.
+
+    aiaic colorize --checkpoint runs/demo/full/stage3/final film.mp4 film_colour.mp4
+    aiaic colorize --checkpoint W/full/stage3/final --config configs/demo.py photos/ out/
+    aiaic colorize --checkpoint W/full/stage3/final --audio street.wav street.jpg street_c.jpg
+
+Installed as the console script `aiaic` (pyproject.toml); `python -m aiaic_jax.cli` also works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fractions
+import functools
+import importlib.util
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import av
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from aiaic_jax import color
+from aiaic_jax.data import media
+from aiaic_jax.data.builders.folder import media_files
+from aiaic_jax.data.pipeline import fit_audio
+from aiaic_jax.evaluation.variants import (
+    colorize_batch,
+    load_variables,
+    model_from_config,
+    relevance_controls,
+    resolve_config,
+)
+from aiaic_jax.models.aiaic import AIAIC
+
+SAMPLE_RATE = media.SAMPLE_RATE
+# Containers that hold H.264 video with AAC sound; other video outputs become .mp4.
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+_CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+_COLORIZE_DESCRIPTION = """\
+Colorizes grayscale images and films with a trained AIAIC model, guided by their sound.
+
+INPUT is one of
+  an image     (.jpg .jpeg .png .webp): its sound is --audio FILE, else an audio file with the
+               same basename next to it (x.jpg + x.wav/.flac/.ogg/.mp3), else none;
+  a video      (.mp4 .mov .mkv .webm .avi ...): every frame is colorized with the sound of the
+               window centred on it (--audio_window seconds, tiled to the length the model was
+               trained with); OUTPUT is H.264 with the original sound re-encoded as AAC;
+  a folder     images (paired with audio files by basename) and videos, anywhere below it;
+               OUTPUT is a folder with the same layout. Files that cannot be read are
+               reported and skipped.
+
+Without sound, r = 0: the model falls back to its visual backbone (Eq. 8).
+
+Resolution: the model sees the whole image resized (bilinear, aspect ratio not kept) to the
+resolution it was trained at (config.data.image_size); its predicted ab is resized (bilinear)
+back to the input's size and combined with the input's own full-resolution L, as colorization
+tools commonly do. The output has the input's size and keeps all of its
+detail; only the colour is at the model's resolution. A colour input is treated as gray: only
+its L is used.
+
+Exit status: 0 when every input was colorized, 1 when some could not be read or written (each
+one is named), 2 for a wrong command line (paths, config, checkpoint).
+"""
+
+_COLORIZE_EPILOG = """\
+examples:
+  aiaic colorize --checkpoint runs/demo/full/stage3/final street.jpg street_colour.jpg
+  aiaic colorize --checkpoint W/full/stage3/final --audio rain.wav photo.png photo_c.png
+  aiaic colorize --checkpoint W/full/stage3/final --mode 0 old_film.mp4 old_film_c.mp4
+  aiaic colorize --checkpoint W/full/stage3/final --config configs/demo.py scans/ scans_c/
+"""
+
+
+class CommandError(Exception):
+    """A problem with the command's inputs; its message is printed as is."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration and model
+
+
+def load_config(path: str | None, checkpoint: str) -> ml_collections.ConfigDict:
+    """The run's config: a Python config file (`get_config()`), or a JSON file such as the
+    `config.json` training writes; by default the `config.json` next to the checkpoint
+    (`W/<stage>/config.json` for `W/<stage>/final`)."""
+    if path is None:
+        candidate = os.path.join(os.path.dirname(os.path.normpath(checkpoint)), "config.json")
+        if not os.path.isfile(candidate):
+            raise CommandError(
+                f"no --config given and no config.json next to the checkpoint ({candidate}); "
+                "pass the config the model was trained with"
+            )
+        path = candidate
+    if not os.path.isfile(path):
+        raise CommandError(f"{path}: no such config file")
+    try:
+        if path.endswith(".json"):
+            with open(path) as f:
+                return ml_collections.ConfigDict(json.load(f))
+        return _python_config(path)
+    except CommandError:
+        raise
+    except Exception as error:
+        raise CommandError(
+            f"{path}: not a usable config ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _python_config(path: str) -> ml_collections.ConfigDict:
+    # A config inside a package (configs/demo.py imports configs.common) needs the package's
+    # parent on the import path, which a console script does not have.
+    directory = os.path.dirname(os.path.abspath(path))
+    root = os.path.dirname(directory) if os.path.exists(f"{directory}/__init__.py") else directory
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        spec = importlib.util.spec_from_file_location("_aiaic_colorize_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(root)
+    if not hasattr(module, "get_config"):
+        raise CommandError(f"{path}: a config file defines get_config()")
+    return module.get_config()
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _predict_ab(
+    variables: Any,
+    batch: dict[str, jax.Array],
+    controls: dict[str, jax.Array],
+    *,
+    model: AIAIC,
+    config: ml_collections.FrozenConfigDict,
+) -> tuple[jax.Array, jax.Array]:
+    ab, relevance, _ = colorize_batch(model, config, variables, batch, controls, "audio")
+    return ab, relevance
+
+
+@jax.jit
+def _full_resolution(rgb_u8: jax.Array, ab: jax.Array) -> jax.Array:
+    """Input [H, W, 3] uint8 + model ab [S, S, 2] -> [H, W, 3] uint8: the input's own L with ab
+    resized (bilinear) to H x W."""
+    gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb_u8))
+    ab = jax.image.resize(ab, (*rgb_u8.shape[:2], ab.shape[-1]), method="bilinear")
+    return color.l_ab_to_rgb_uint8(gray_l, ab)
+
+
+@dataclasses.dataclass
+class Colorized:
+    rgb: np.ndarray  # [H, W, 3] uint8 at the input's resolution
+    relevance: float  # the r that gated the audio guidance
+    has_audio: bool
+
+
+class Colorizer:
+    """A trained model, ready to colorize batches of images of any size with their audio."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        checkpoint: str,
+        *,
+        mode: str = "auto",
+        batch_size: int = 8,
+    ):
+        """mode: "auto" (r from RNet), "1" or "0" (r forced); r = 0 without audio in every mode."""
+        if mode not in ("auto", "1", "0"):
+            raise CommandError(f"--mode {mode!r}: choose auto, 1 or 0")
+        if batch_size < 1:
+            raise CommandError(f"--batch_size must be at least 1, got {batch_size}")
+        try:
+            self.config = resolve_config(config)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        self.model = model_from_config(self.config)
+        self.image_size = int(self.config.data.image_size)
+        self.audio_seconds = float(self.config.data.audio_seconds)
+        self.num_samples = round(self.audio_seconds * SAMPLE_RATE)
+        self.batch_size = batch_size
+        try:
+            variables = load_variables(self.model, checkpoint, self.image_size)
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        self.variables = jax.device_put(variables)
+        self.controls = relevance_controls(
+            use_rnet=mode == "auto",
+            fixed_relevance=1.0 if mode == "auto" else float(mode),
+            gate_missing_audio=True,
+        )
+
+    def colorize(
+        self, images: Sequence[np.ndarray], audios: Sequence[np.ndarray | None]
+    ) -> list[Colorized]:
+        """images: [H_i, W_i, 3] uint8 each; audios: 16 kHz mono int16 each, or None."""
+        results: list[Colorized] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = list(images[start : start + self.batch_size])
+            sounds = list(audios[start : start + self.batch_size])
+            ab, relevance = self._model_batch(chunk, sounds)
+            for i, image in enumerate(chunk):
+                rgb = np.asarray(_full_resolution(image, ab[i]))
+                results.append(Colorized(rgb, float(relevance[i]), sounds[i] is not None))
+        return results
+
+    def _model_batch(
+        self, images: list[np.ndarray], audios: list[np.ndarray | None]
+    ) -> tuple[jax.Array, np.ndarray]:
+        size, count = self.image_size, len(images)
+        rgb = np.zeros((self.batch_size, size, size, 3), np.uint8)  # padded: one compiled shape
+        audio = np.zeros((self.batch_size, self.num_samples), np.int16)
+        has_audio = np.zeros((self.batch_size,), bool)
+        for i, (image, sound) in enumerate(zip(images, audios)):
+            rgb[i] = np.asarray(
+                Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+            )
+            if sound is not None and sound.size:
+                audio[i] = fit_audio(sound, self.num_samples)
+                has_audio[i] = True
+        batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
+        ab, relevance = _predict_ab(
+            self.variables, batch, self.controls, model=self.model, config=self.config
+        )
+        return ab[:count], np.asarray(relevance)[:count]
+
+
+# ------------------------------------------------------------------------------------------------
+# Images
+
+
+def sibling_audio(image_path: str) -> str | None:
+    """The audio file with the image's basename in its directory (first by name), if any."""
+    stem = os.path.splitext(image_path)[0]
+    for extension in sorted(media.AUDIO_EXTENSIONS):
+        for candidate in (stem + extension, stem + extension.upper()):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def save_image(path: str, rgb: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extension = os.path.splitext(path)[1].lower()
+    options = {"quality": 95, "subsampling": 0} if extension in (".jpg", ".jpeg") else {}
+    if extension == ".webp":
+        options = {"quality": 95}
+    Image.fromarray(rgb).save(path, **options)
+
+
+def _describe_r(result: Colorized) -> str:
+    if not result.has_audio:
+        return "no audio: r = 0, the backbone alone"
+    return f"r = {result.relevance:.2f}"
+
+
+def colorize_images(colorizer: Colorizer, jobs: Sequence[tuple[str, str | None, str]]) -> list[str]:
+    """Colorizes (image, audio or None, output) jobs in batches. Returns the failures, each a
+    message naming the file; the other outputs are written."""
+    failures = []
+    for start in range(0, len(jobs), colorizer.batch_size):
+        ready = []
+        for image_path, audio_path, output in jobs[start : start + colorizer.batch_size]:
+            try:
+                image = media.load_image(image_path).rgb
+                audio = None
+                if audio_path:
+                    audio = media.load_audio(audio_path, max_seconds=colorizer.audio_seconds)
+            except media.MediaError as error:
+                failures.append(str(error))
+                print(f"skipped {error}", file=sys.stderr, flush=True)
+                continue
+            ready.append((image_path, image, audio, output))
+        if not ready:
+            continue
+        results = colorizer.colorize([r[1] for r in ready], [r[2] for r in ready])
+        for (image_path, _, _, output), result in zip(ready, results):
+            try:
+                save_image(output, result.rgb)
+            except (OSError, ValueError) as error:
+                failures.append(f"{output}: cannot write ({error})")
+                print(f"failed {output}: cannot write ({error})", file=sys.stderr, flush=True)
+                continue
+            print(f"{image_path} -> {output} ({_describe_r(result)})", flush=True)
+    return failures
+
+
+# ------------------------------------------------------------------------------------------------
+# Videos
+
+
+@dataclasses.dataclass
+class Soundtrack:
+    """A video's sound on the clock of its video stream (sample 0 at the video's start)."""
+
+    samples: np.ndarray  # [N, C] int16 at `sample_rate`, the original channels (C of 1, 2, 6)
+    sample_rate: int
+    model_audio: np.ndarray  # [M] int16 16 kHz mono, what the model hears
+
+
+def read_soundtrack(path: str, video_start: float) -> Soundtrack | None:
+    """Decodes a file's first audio stream twice over: at its own rate and channels (for the
+    output) and as 16 kHz mono (for the model). None when there is no audio stream.
+
+    Channel layouts other than mono, stereo and 5.1 are mixed down to stereo.
+    """
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            channels = stream.codec_context.channels
+            layout = _CHANNEL_LAYOUTS.get(channels, "stereo")
+            channels = 2 if channels not in _CHANNEL_LAYOUTS else channels
+            rate = stream.codec_context.sample_rate or SAMPLE_RATE
+            native = av.AudioResampler(format="s16", layout=layout, rate=rate)
+            mono = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            native_chunks, mono_chunks, start = [], [], None
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    continue  # a damaged packet: its stretch of sound is lost
+                for frame in decoded:
+                    if start is None and frame.time is not None:
+                        start = float(frame.time)
+                    native_chunks += [f.to_ndarray().reshape(-1) for f in native.resample(frame)]
+                    mono_chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
+            native_chunks += [f.to_ndarray().reshape(-1) for f in native.resample(None)]
+            mono_chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise media.MediaError(path, f"cannot decode its audio ({error})") from None
+    if not mono_chunks or sum(c.size for c in mono_chunks) == 0:
+        return None
+    offset = (start if start is not None else video_start) - video_start
+    samples = np.concatenate(native_chunks).astype(np.int16).reshape(-1, channels)
+    model_audio = np.concatenate(mono_chunks).astype(np.int16)
+    return Soundtrack(
+        samples=_shift(samples, round(offset * rate)),
+        sample_rate=rate,
+        model_audio=_shift(model_audio, round(offset * SAMPLE_RATE)),
+    )
+
+
+def _shift(samples: np.ndarray, offset: int) -> np.ndarray:
+    """Delays (offset > 0: silence first) or advances (offset < 0: cut) a sound."""
+    if offset > 0:
+        return np.concatenate([np.zeros((offset, *samples.shape[1:]), samples.dtype), samples])
+    return samples[-offset:] if offset < 0 else samples
+
+
+def audio_window(audio: np.ndarray, centre: float, seconds: float) -> np.ndarray:
+    """The `seconds` of 16 kHz audio centred on time `centre`, moved inside the clip at its ends;
+    the whole clip when it is shorter."""
+    length = round(seconds * SAMPLE_RATE)
+    if audio.size <= length:
+        return audio
+    start = round(centre * SAMPLE_RATE) - length // 2
+    start = min(max(start, 0), audio.size - length)
+    return audio[start : start + length]
+
+
+def video_frames(path: str) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Every frame of the first video stream as displayed ([H, W, 3] uint8, the stream's display
+    rotation applied) with its presentation time in seconds (None when unknown)."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise media.MediaError(path, "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    continue  # a damaged packet: its frames are lost
+                for frame in decoded:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    quarter_turns = round(frame.rotation / 90) % 4
+                    if quarter_turns:
+                        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+                    yield rgb, None if frame.time is None else float(frame.time)
+    except media.MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise media.MediaError(path, f"cannot decode ({error})") from None
+
+
+def _video_start_and_rate(path: str) -> tuple[float, float]:
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise media.MediaError(path, "no video stream")
+            stream = container.streams.video[0]
+            start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+            rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(25)
+            return start, float(rate)
+    except media.MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise media.MediaError(path, f"cannot open ({error})") from None
+
+
+def colorize_video(
+    colorizer: Colorizer, path: str, output: str, window_seconds: float | None = None
+) -> str:
+    """Colorizes every frame of a video and writes it with its sound; returns a summary line.
+
+    Each frame hears the `window_seconds` (default: the model's audio length) of sound centred
+    on it. The output holds every colorized frame in memory until it is encoded.
+    """
+    window_seconds = window_seconds or colorizer.audio_seconds
+    start, fps = _video_start_and_rate(path)
+    soundtrack = read_soundtrack(path, start)
+    frames_out: list[np.ndarray] = []
+    times: list[float | None] = []
+    relevance: list[float] = []
+    pending: list[tuple[np.ndarray, float | None]] = []
+
+    def flush() -> None:
+        audios = []
+        for index, (_, time) in enumerate(pending):
+            if soundtrack is None:
+                audios.append(None)
+                continue
+            centre = (time - start) if time is not None else (len(frames_out) + index) / fps
+            audios.append(audio_window(soundtrack.model_audio, centre, window_seconds))
+        for result in colorizer.colorize([frame for frame, _ in pending], audios):
+            frames_out.append(result.rgb)
+            relevance.append(result.relevance)
+        times.extend(time for _, time in pending)
+        pending.clear()
+
+    for frame, time in video_frames(path):
+        pending.append((frame, time))
+        if len(pending) == colorizer.batch_size:
+            flush()
+    if pending:
+        flush()
+    if not frames_out:
+        raise media.MediaError(path, "no video frame could be decoded")
+
+    frame_times = None
+    if all(t is not None for t in times):
+        relative = [t - start for t in times]
+        if all(b > a for a, b in itertools.pairwise(relative)) and relative[0] >= 0:
+            frame_times = relative  # keeps a variable frame rate and the video's start
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    try:
+        media.write_video(
+            output,
+            frames_out,
+            None if soundtrack is None else soundtrack.samples,
+            fps,
+            SAMPLE_RATE if soundtrack is None else soundtrack.sample_rate,
+            frame_times=frame_times,
+        )
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise media.MediaError(output, f"cannot write the video ({error})") from None
+    if soundtrack is None:
+        sound = "no audio: r = 0, the backbone alone"
+    else:
+        sound = (
+            f"r mean {np.mean(relevance):.2f} (min {np.min(relevance):.2f}, "
+            f"max {np.max(relevance):.2f})"
+        )
+    return f"{path} -> {output}: {len(frames_out)} frames, {sound}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+
+
+def _kind(path: str) -> str | None:
+    extension = os.path.splitext(path)[1].lower()
+    if extension in media.IMAGE_EXTENSIONS:
+        return "image"
+    if extension in media.VIDEO_EXTENSIONS:
+        return "video"
+    if extension in media.AUDIO_EXTENSIONS:
+        return "audio"
+    return None
+
+
+def _video_output(path: str) -> str:
+    stem, extension = os.path.splitext(path)
+    return path if extension.lower() in VIDEO_OUTPUT_EXTENSIONS else stem + ".mp4"
+
+
+def colorize_folder(
+    colorizer: Colorizer, root: str, output_root: str, window_seconds: float | None
+) -> list[str]:
+    """Every image (with its same-basename audio) and video below `root`, into `output_root`
+    with the same layout. Returns the failures; the rest is written."""
+    output_abs = os.path.abspath(output_root)
+    images, videos, failures = [], [], []
+    for path in media_files(root):
+        if os.path.abspath(path).startswith(output_abs + os.sep):
+            continue  # an output folder inside the input folder
+        relative = os.path.relpath(path, root)
+        kind = _kind(path)
+        if kind == "image":
+            images.append((path, sibling_audio(path), os.path.join(output_root, relative)))
+        elif kind == "video":
+            videos.append((path, _video_output(os.path.join(output_root, relative))))
+        elif kind is None:
+            print(f"skipped {path}: not an image, audio or video file (by its extension)")
+    if not images and not videos:
+        raise CommandError(f"{root}: no images or videos in this folder")
+    failures += colorize_images(colorizer, images)
+    for path, output in videos:
+        try:
+            print(colorize_video(colorizer, path, output, window_seconds), flush=True)
+        except media.MediaError as error:
+            failures.append(str(error))
+            print(f"skipped {error}", file=sys.stderr, flush=True)
+    return failures
+
+
+def colorize_command(args: argparse.Namespace) -> int:
+    source, target = args.input, args.output
+    if not os.path.exists(source):
+        raise CommandError(f"{source}: no such file or folder")
+    kind = "folder" if os.path.isdir(source) else _kind(source)
+    if kind not in ("folder", "image", "video"):
+        raise CommandError(
+            f"{source}: not an image ({', '.join(media.IMAGE_EXTENSIONS)}), a video "
+            f"({', '.join(media.VIDEO_EXTENSIONS)}) or a folder"
+        )
+    if args.audio is not None and kind != "image":
+        raise CommandError("--audio goes with a single image; a video brings its own sound")
+    if args.audio is not None and not os.path.isfile(args.audio):
+        raise CommandError(f"{args.audio}: no such audio file")
+    if kind == "image" and _kind(target) != "image":
+        raise CommandError(f"{target}: the output of an image is an image file (.png, .jpg, ...)")
+    if kind == "video" and os.path.splitext(target)[1].lower() not in VIDEO_OUTPUT_EXTENSIONS:
+        raise CommandError(
+            f"{target}: the output video is H.264 + AAC; name it "
+            f"{' or '.join(VIDEO_OUTPUT_EXTENSIONS)}"
+        )
+    if kind == "folder" and os.path.isfile(target):
+        raise CommandError(f"{target}: the output of a folder is a folder, and this is a file")
+
+    config = load_config(args.config, args.checkpoint)
+    colorizer = Colorizer(config, args.checkpoint, mode=args.mode, batch_size=args.batch_size)
+    if kind == "folder":
+        failures = colorize_folder(colorizer, source, target, args.audio_window)
+        if failures:
+            print(f"{len(failures)} files could not be colorized:", file=sys.stderr)
+            for failure in failures:
+                print(f"  {failure}", file=sys.stderr)
+        return 1 if failures else 0
+    try:
+        if kind == "image":
+            audio = args.audio if args.audio is not None else sibling_audio(source)
+            failures = colorize_images(colorizer, [(source, audio, target)])
+            return 1 if failures else 0
+        print(colorize_video(colorizer, source, target, args.audio_window), flush=True)
+    except media.MediaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiaic",
+        description=(
+            "Audio-Infused Automatic Image Colorization (Zhao et al., arXiv 2401.13270): "
+            "colorize grayscale images and films with the help of their sound."
+        ),
+        epilog="Run `aiaic COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    colorize = commands.add_parser(
+        "colorize",
+        help="colorize an image, a folder or a video with a trained model",
+        description=_COLORIZE_DESCRIPTION,
+        epilog=_COLORIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    colorize.add_argument("input", metavar="INPUT", help="an image, a video or a folder")
+    colorize.add_argument(
+        "output", metavar="OUTPUT", help="the output image, video (.mp4/.m4v/.mov/.mkv) or folder"
+    )
+    colorize.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="trained variables, e.g. W/full/stage3/final (a baseline checkpoint: use --mode 0)",
+    )
+    colorize.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the config the model was trained with: a .py config file or a config.json "
+        "(default: config.json next to the checkpoint directory)",
+    )
+    colorize.add_argument(
+        "--audio", metavar="FILE", help="the sound of a single image INPUT (wav, flac, ogg, mp3)"
+    )
+    colorize.add_argument(
+        "--mode",
+        choices=("auto", "1", "0"),
+        default="auto",
+        help="the relevance r of the audio guidance (Eq. 8): auto = from RNet (default), "
+        "1 = always follow the audio, 0 = ignore it (the visual backbone alone); "
+        "r = 0 wherever there is no sound",
+    )
+    colorize.add_argument(
+        "--batch_size", type=int, default=8, metavar="N", help="images per model call (default 8)"
+    )
+    colorize.add_argument(
+        "--audio_window",
+        type=float,
+        metavar="SECONDS",
+        help="videos: seconds of sound around each frame (default: the model's audio length)",
+    )
+    colorize.set_defaults(handler=colorize_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `aiaic` console script. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CommandError as error:
+        print(f"aiaic {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

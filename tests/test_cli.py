@@ -1,0 +1,190 @@
+"""`aiaic colorize` on images, images with sound, folders and videos, with a tiny model."""
+
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiaic_jax import cli, color
+from aiaic_jax.convert.common import save_variables
+from aiaic_jax.data import media
+from tests import media_factory, tiny_model
+
+SIZE = 32  # the model resolution; inputs have other sizes
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A trained-model directory as training leaves it: W/stage3/final and W/stage3/config.json."""
+    stage = tmp_path_factory.mktemp("run") / "stage3"
+    config = tiny_model.run_config(image_size=SIZE, audio_seconds=0.5)
+    model = tiny_model.tiny_model()
+    save_variables(stage / "final", tiny_model.random_variables(model, SIZE, seed=0))
+    with open(stage / "config.json", "w") as f:
+        json.dump(config.to_dict(), f)
+    return str(stage / "final")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A 50x40 photo, its sound (x.wav beside x.png) and a copy without sound."""
+    folder = tmp_path_factory.mktemp("scene")
+    image = media_factory.colourful_image((50, 40), seed=3)
+    media_factory.save_image(folder / "x.png", image)
+    media_factory.save_image(folder / "quiet.png", image)
+    media_factory.audio_file(folder / "x.wav", media_factory.tone(0.5, 22050)[:, 0], 22050)
+    return folder
+
+
+def _colorize(capsys, *args):
+    status = cli.main(["colorize", *map(str, args)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _read(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_image_without_sound_is_colorized_at_its_size_by_the_backbone_alone(
+    checkpoint, scene, tmp_path, capsys
+):
+    status, out, _ = _colorize(
+        capsys, "--checkpoint", checkpoint, scene / "quiet.png", tmp_path / "q.png"
+    )
+    assert status == 0
+    assert "no audio: r = 0" in out
+    result = _read(tmp_path / "q.png")
+    assert result.shape == (40, 50, 3)
+    # The output keeps the input's own full-resolution L (up to rounding and gamut clipping).
+    source_l = np.asarray(color.rgb_to_lab(_read(scene / "quiet.png") / 255.0))[..., 0]
+    result_l = np.asarray(color.rgb_to_lab(result / 255.0))[..., 0]
+    assert np.median(np.abs(source_l - result_l)) < 1.0
+    assert media.is_grey(result) is False  # it has colour
+
+
+def test_image_with_a_same_basename_wav_is_guided_by_it(checkpoint, scene, tmp_path, capsys):
+    status, out, _ = _colorize(
+        capsys, "--checkpoint", checkpoint, scene / "x.png", tmp_path / "x.png"
+    )
+    assert status == 0
+    assert "r = 0." in out and "no audio" not in out
+    # The same sound given with --audio colorizes the silent copy the same way.
+    status, _, _ = _colorize(
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--audio",
+        scene / "x.wav",
+        scene / "quiet.png",
+        tmp_path / "q_audio.png",
+    )
+    assert status == 0
+    np.testing.assert_array_equal(_read(tmp_path / "x.png"), _read(tmp_path / "q_audio.png"))
+    _colorize(capsys, "--checkpoint", checkpoint, scene / "quiet.png", tmp_path / "q.png")
+    assert not np.array_equal(_read(tmp_path / "x.png"), _read(tmp_path / "q.png"))
+
+
+def test_mode_zero_ignores_the_sound(checkpoint, scene, tmp_path, capsys):
+    _colorize(
+        capsys, "--checkpoint", checkpoint, "--mode", "0", scene / "x.png", tmp_path / "0.png"
+    )
+    _colorize(capsys, "--checkpoint", checkpoint, scene / "quiet.png", tmp_path / "q.png")
+    np.testing.assert_array_equal(_read(tmp_path / "0.png"), _read(tmp_path / "q.png"))
+
+
+def test_folder_skips_bad_files_with_a_message_and_colorizes_the_rest(checkpoint, tmp_path, capsys):
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    media_factory.save_image(source / "a.png", media_factory.colourful_image((64, 32), seed=1))
+    media_factory.audio_file(source / "a.wav", media_factory.tone(1.0, 16000)[:, 0], 16000)
+    media_factory.save_image(source / "sub" / "b.jpg", media_factory.colourful_image((33, 47)))
+    media_factory.text_file(source / "broken.png")
+    media_factory.text_file(source / "notes.txt")
+    media_factory.colour_clip(source / "clip.ts", seconds=1, fps=5, size=(40, 32))
+    status, out, err = _colorize(capsys, "--checkpoint", checkpoint, source, tmp_path / "out")
+    assert status == 1
+    assert f"{source / 'broken.png'}: not a readable image" in err
+    assert f"skipped {source / 'notes.txt'}" in out
+    assert _read(tmp_path / "out" / "a.png").shape == (32, 64, 3)
+    assert _read(tmp_path / "out" / "sub" / "b.jpg").shape == (47, 33, 3)
+    assert not (tmp_path / "out" / "broken.png").exists()
+    assert (tmp_path / "out" / "clip.mp4").exists()  # a .ts output becomes an MP4
+
+
+def test_video_keeps_every_frame_its_size_and_its_sound(checkpoint, tmp_path, capsys):
+    source = media_factory.colour_clip(
+        tmp_path / "film.mp4", seconds=2, fps=10, size=(64, 48), sample_rate=44100, channels=2
+    )
+    status, out, _ = _colorize(
+        capsys, "--checkpoint", checkpoint, "--batch_size", "8", source, tmp_path / "colour.mp4"
+    )
+    assert status == 0, out
+    assert "20 frames" in out and "r mean" in out
+    with av.open(str(tmp_path / "colour.mp4")) as container:
+        video = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+    with av.open(str(tmp_path / "colour.mp4")) as container:
+        (sound,) = container.streams.audio
+        assert sound.codec_context.name == "aac"
+        assert sound.codec_context.sample_rate == 44100 and sound.codec_context.channels == 2
+        samples = sum(frame.samples for frame in container.decode(sound))
+    assert len(frames) == 20
+    assert frames[0].shape == (48, 64, 3)
+    assert abs(samples / 44100 - 2.0) < 0.1
+    # The original sound is kept: its second half still holds the tone of second 1.
+    kept = media.load_audio(tmp_path / "colour.mp4")
+    assert abs(media_factory.dominant_hz(kept[20000:32000]) - media_factory.tone_hz(1)) < 5
+
+
+def test_audio_window_is_centred_on_the_frame_and_stays_inside_the_clip():
+    audio = np.arange(5 * media.SAMPLE_RATE, dtype=np.int16)
+    window = cli.audio_window(audio, 2.5, 1.0)
+    assert window[0] == 2 * media.SAMPLE_RATE and window.size == media.SAMPLE_RATE
+    assert cli.audio_window(audio, 0.1, 1.0)[0] == 0
+    assert cli.audio_window(audio, 4.9, 1.0)[-1] == audio[-1]
+    assert cli.audio_window(audio[:100], 0.0, 1.0).size == 100
+
+
+def test_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "colorize" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["colorize", "--help"])
+    text = capsys.readouterr().out
+    for fact in ("--checkpoint", "--audio", "--mode", "auto", "same basename", "bilinear", "own"):
+        assert fact in text, fact
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.png", "out.png"], "missing.png: no such file or folder"),
+        (["{scene}/x.wav", "out.png"], "not an image"),
+        (["{scene}/x.png", "out.mp4"], "the output of an image is an image file"),
+        (["--audio", "none.wav", "{scene}/x.png", "out.png"], "none.wav: no such audio file"),
+    ],
+)
+def test_wrong_command_lines_are_named(checkpoint, scene, tmp_path, capsys, arguments, message):
+    arguments = [a.replace("{scene}", str(scene)) for a in arguments]
+    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, *arguments)
+    assert status == 2
+    assert message in err
+
+
+def test_missing_checkpoint_and_unreadable_image_are_named(checkpoint, scene, tmp_path, capsys):
+    config = os.path.join(os.path.dirname(checkpoint), "config.json")
+    status, _, err = _colorize(
+        capsys, "--checkpoint", tmp_path / "nothing", "--config", config, scene / "x.png", "o.png"
+    )
+    assert status == 2 and f"{tmp_path / 'nothing'}: no such checkpoint directory" in err
+    bad = media_factory.text_file(tmp_path / "bad.jpg")
+    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, bad, tmp_path / "o.png")
+    assert status == 1 and f"{bad}: not a readable image" in err
+    assert not (tmp_path / "o.png").exists()
