@@ -58,7 +58,8 @@ INPUT is one of
                OUTPUT is a folder with the same layout. Files that cannot be read are
                reported and skipped.
 
-Without sound, r = 0: the model falls back to its visual backbone (Eq. 8).
+Without sound, r = 0: the model falls back to its visual backbone (Eq. 8). A video's
+colorized frames are kept in memory until it is encoded (width x height x 3 bytes a frame).
 
 Resolution: the model sees the whole image resized (bilinear, aspect ratio not kept) to the
 resolution it was trained at (config.data.image_size); its predicted ab is resized (bilinear)
@@ -537,6 +538,8 @@ def colorize_command(args: argparse.Namespace) -> int:
             f"{source}: not an image ({', '.join(media.IMAGE_EXTENSIONS)}), a video "
             f"({', '.join(media.VIDEO_EXTENSIONS)}) or a folder"
         )
+    if args.audio_window is not None and args.audio_window <= 0:
+        raise CommandError(f"--audio_window must be positive, got {args.audio_window}")
     if args.audio is not None and kind != "image":
         raise CommandError("--audio goes with a single image; a video brings its own sound")
     if args.audio is not None and not os.path.isfile(args.audio):
