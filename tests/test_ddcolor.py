@@ -14,7 +14,13 @@ from skimage import color
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
 from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
 from aiaic_jax.models.backbones.ddcolor_decoder import PixelShuffleUpsample, sine_position_encoding
-from aiaic_jax.models.backbones.layers import SpectralNormConv, icnr, pixel_shuffle
+from aiaic_jax.models.backbones.layers import (
+    SpectralNormConv,
+    depthwise_conv,
+    icnr,
+    pixel_shuffle,
+    subpixel_major_order,
+)
 from aiaic_jax.models.guidance import Guidance
 
 GUIDANCE_DIM = 8
@@ -189,6 +195,51 @@ def test_pixel_shuffle_matches_torch():
     np.testing.assert_array_equal(
         pixel_shuffle(jnp.asarray(x), 3), expected.numpy().transpose(0, 2, 3, 1)
     )
+
+
+def test_subpixel_major_channels_shuffle_to_the_same_image():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 32))
+    order = subpixel_major_order(32, 4)
+    np.testing.assert_array_equal(
+        pixel_shuffle(x[..., order], 4, subpixel_major=True), pixel_shuffle(x, 4)
+    )
+
+
+def test_spectral_norm_conv_output_order_permutes_only_the_output():
+    layer = SpectralNormConv(8, kernel_size=1)
+    x = jax.random.normal(jax.random.key(0), (1, 3, 3, 5))
+    variables = layer.init(jax.random.key(1), x, train=False)
+    order = np.array([3, 1, 0, 2, 7, 6, 5, 4])
+    np.testing.assert_allclose(
+        layer.apply(variables, x, train=False, output_order=order),
+        layer.apply(variables, x, train=False)[..., order],
+        rtol=1e-6,
+    )
+
+
+def test_depthwise_conv_and_its_gradients_match_grouped_convolution():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 11, 6))
+    kernel = jax.random.normal(jax.random.key(1), (7, 7, 6))
+
+    def grouped(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel[:, :, None, :],
+            (1, 1),
+            ((3, 3), (3, 3)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=6,
+        )
+
+    np.testing.assert_allclose(depthwise_conv(x, kernel), grouped(x, kernel), atol=1e-4)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    ours = jax.grad(loss(depthwise_conv), argnums=(0, 1))(x, kernel)
+    reference = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
+    for got, expected in zip(ours, reference):
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-4)
 
 
 def test_icnr_upsampling_starts_as_nearest_neighbour():

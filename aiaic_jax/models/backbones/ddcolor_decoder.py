@@ -21,6 +21,7 @@ from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
     icnr,
     pixel_shuffle,
+    subpixel_major_order,
     torch_default_bias,
     torch_default_kernel,
 )
@@ -45,11 +46,11 @@ def _blur(x: jax.Array) -> jax.Array:
     """2x2 average over each pixel and its top-left neighbours, edges replicated.
 
     Removes the checkerboard pattern of pixel shuffle (arXiv 1806.02658); keeps the size.
+    Computed as two separable halves with explicit edge copies (cheaper gradients than
+    jnp.pad(mode="edge")).
     """
-    padded = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)), mode="edge")
-    return 0.25 * (
-        padded[:, :-1, :-1] + padded[:, :-1, 1:] + padded[:, 1:, :-1] + padded[:, 1:, 1:]
-    )
+    rows = 0.5 * (x + jnp.concatenate([x[:, :1], x[:, :-1]], axis=1))
+    return 0.5 * (rows + jnp.concatenate([rows[:, :, :1], rows[:, :, :-1]], axis=2))
 
 
 class PixelShuffleUpsample(nn.Module):
@@ -66,18 +67,27 @@ class PixelShuffleUpsample(nn.Module):
 
         hook: applied to the output of the conv (and its BatchNorm), before the ReLU.
         """
-        x = SpectralNormConv(
-            self.features * self.scale**2,
+        channels = self.features * self.scale**2
+        conv = SpectralNormConv(
+            channels,
             kernel_size=1,
             use_bias=not self.batch_norm,
             kernel_init=icnr(self.scale),
             name="conv",
-        )(x, train=train)
-        if self.batch_norm:
-            x = _batch_norm(train, "bn")(x)
-        if hook is not None:
-            x = hook(x)
-        x = pixel_shuffle(nn.relu(x), self.scale)
+        )
+        if self.batch_norm or hook is not None:
+            x = conv(x, train=train)
+            if self.batch_norm:
+                x = _batch_norm(train, "bn")(x)
+            if hook is not None:
+                x = hook(x)
+            x = pixel_shuffle(nn.relu(x), self.scale)
+        else:
+            # Nothing per-channel between conv and shuffle: compute the channels sub-pixel
+            # first, which makes the shuffle (a large transpose at full size) much cheaper.
+            order = subpixel_major_order(channels, self.scale)
+            x = conv(x, train=train, output_order=order)
+            x = pixel_shuffle(nn.relu(x), self.scale, subpixel_major=True)
         return _blur(x) if self.blur else x
 
 
@@ -249,9 +259,8 @@ class MultiScaleColorDecoder(nn.Module):
         memories, positions = [], []
         for scale, features in enumerate(multi_scale):
             _, height, width, _ = features.shape
-            projected = nn.Conv(
+            projected = nn.Dense(  # a 1x1 conv
                 self.hidden_dim,
-                (1, 1),
                 # PyTorch kaiming_uniform_(a=1): gain 1, fan_in.
                 kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
                 name=f"input_proj{scale}",
