@@ -4,6 +4,7 @@ against PyTorch and skimage references.
 DDColor-T/L are only traced (`jax.eval_shape`); forward passes run on `ddcolor_demo` at 64x64.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,13 +14,17 @@ from skimage import color
 
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
 from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
-from aiaic_jax.models.backbones.ddcolor_decoder import PixelShuffleUpsample, sine_position_encoding
+from aiaic_jax.models.backbones.ddcolor_decoder import (
+    PixelShuffleUpsample,
+    dot_product_attention,
+    sine_position_encoding,
+)
 from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
     depthwise_conv,
     icnr,
     pixel_shuffle,
-    subpixel_major_order,
+    to_subpixel_major,
 )
 from aiaic_jax.models.guidance import Guidance
 
@@ -199,9 +204,8 @@ def test_pixel_shuffle_matches_torch():
 
 def test_subpixel_major_channels_shuffle_to_the_same_image():
     x = jax.random.normal(jax.random.key(0), (2, 3, 4, 32))
-    order = subpixel_major_order(32, 4)
     np.testing.assert_array_equal(
-        pixel_shuffle(x[..., order], 4, subpixel_major=True), pixel_shuffle(x, 4)
+        pixel_shuffle(to_subpixel_major(x, 4), 4, subpixel_major=True), pixel_shuffle(x, 4)
     )
 
 
@@ -211,7 +215,7 @@ def test_spectral_norm_conv_output_order_permutes_only_the_output():
     variables = layer.init(jax.random.key(1), x, train=False)
     order = np.array([3, 1, 0, 2, 7, 6, 5, 4])
     np.testing.assert_allclose(
-        layer.apply(variables, x, train=False, output_order=order),
+        layer.apply(variables, x, train=False, output_order=lambda a: a[..., order]),
         layer.apply(variables, x, train=False)[..., order],
         rtol=1e-6,
     )
@@ -240,6 +244,21 @@ def test_depthwise_conv_and_its_gradients_match_grouped_convolution():
     reference = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
     for got, expected in zip(ours, reference):
         np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_attention_and_its_gradient_match_flax_dot_product_attention():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
+    np.testing.assert_allclose(
+        dot_product_attention(q, k, v), nn.dot_product_attention(q, k, v), atol=1e-5
+    )
+
+    def loss(attention):
+        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))
+
+    ours = jax.grad(loss(dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+    reference = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+    for got, expected in zip(ours, reference):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_icnr_upsampling_starts_as_nearest_neighbour():

@@ -56,7 +56,7 @@ def pixel_shuffle(x: jax.Array, scale: int, *, subpixel_major: bool = False) -> 
     x: [B, H, W, C * scale**2] -> [B, H * scale, W * scale, C]; input channel
     c * scale**2 + i * scale + j lands at channel c, row offset i, column offset j.
     subpixel_major: x's channels are in the order (i, j, c) instead, i.e. permuted by
-    `subpixel_major_order`; the same result with a cheaper transpose (whole C vectors move).
+    `to_subpixel_major`; the same result with a cheaper transpose (whole C vectors move).
     """
     batch, height, width, channels = x.shape
     out_channels = channels // scale**2
@@ -69,9 +69,15 @@ def pixel_shuffle(x: jax.Array, scale: int, *, subpixel_major: bool = False) -> 
     return x.reshape(batch, height * scale, width * scale, out_channels)
 
 
-def subpixel_major_order(channels: int, scale: int) -> np.ndarray:
-    """Indices that reorder PyTorch pixel-shuffle channels (c, i, j) as (i, j, c)."""
-    return np.arange(channels).reshape(-1, scale, scale).transpose(1, 2, 0).reshape(-1)
+def to_subpixel_major(x: jax.Array, scale: int) -> jax.Array:
+    """Reorders the last axis from PyTorch's pixel-shuffle order (c, i, j) to (i, j, c).
+
+    A reshape and transpose, not a gather: its gradient is a transpose too.
+    """
+    *lead, channels = x.shape
+    x = x.reshape(*lead, channels // scale**2, scale, scale)
+    x = jnp.moveaxis(x, -3, -1)  # [..., i, j, c]
+    return x.reshape(*lead, channels)
 
 
 def _shifted_sum(padded: jax.Array, kernel: jax.Array, height: int, width: int) -> jax.Array:
@@ -176,15 +182,8 @@ class SpectralNormConv(nn.Module):
     eps: float = 1e-12
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, *, train: bool, output_order: np.ndarray | None = None
-    ) -> jax.Array:
-        """x: [B, H, W, Cin] -> [B, H', W', features].
-
-        output_order: compute the output channels in this order (a permutation); the
-        parameters keep theirs.
-        """
-        in_features = x.shape[-1]
+    def normalized(self, in_features: int, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
+        """The kernel [k, k, in_features, features] divided by sigma, and the bias (or None)."""
         kernel = self.param(
             "kernel",
             self.kernel_init,
@@ -209,11 +208,25 @@ class SpectralNormConv(nn.Module):
             u_vec, v_vec = jax.lax.stop_gradient(u_vec), jax.lax.stop_gradient(v_vec)
             u.value, v.value = u_vec, v_vec
         sigma = jnp.dot(v_vec @ matrix, u_vec)
-        kernel = kernel / sigma
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        return kernel / sigma, bias
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        output_order: Callable[[jax.Array], jax.Array] | None = None,
+    ) -> jax.Array:
+        """x: [B, H, W, Cin] -> [B, H', W', features].
+
+        output_order: a permutation of the last axis (e.g. `to_subpixel_major`); the output
+        channels are computed in that order, the parameters keep theirs.
+        """
+        kernel, bias = self.normalized(x.shape[-1], train=train)
         if output_order is not None:
-            kernel = kernel[..., output_order]
-            bias = bias[output_order] if bias is not None else None
+            kernel = output_order(kernel)
+            bias = output_order(bias) if bias is not None else None
         if self.kernel_size == 1:
             # A matrix product: XLA:CPU computes the gradients of 1x1 convolutions far slower.
             y = x @ kernel[0, 0]
