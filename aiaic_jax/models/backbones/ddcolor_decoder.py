@@ -32,7 +32,9 @@ FeatureHook = Callable[[jax.Array], jax.Array]
 
 
 def _batch_norm(train: bool, name: str, bias: float = 0.0) -> nn.BatchNorm:
-    # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5.
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5. One difference: PyTorch
+    # updates the running variance with the unbiased batch variance, Flax with the biased one
+    # (a factor n / (n - 1), n = batch x pixels).
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=0.9,
