@@ -13,7 +13,8 @@ convolutional layer is the 1x1 conv (spectral norm, then BatchNorm) that expands
 encoder features by 4 before the first pixel shuffle (official `decoder.layers.0.shuf.conv`,
 built by fastai's `custom_conv_layer`, which makes a "conv layer" of conv and norm). DSG is
 applied to that layer's output, before its ReLU and the shuffle: 4 * decoder_widths[0]
-channels (2048 for DDColor-T/L) at 1/32 of the input size.
+channels (2048 for DDColor-T/L) at 1/32 of the input size. (A looser reading, after the whole
+first U-Net block, would be 512 channels at 1/16; the paper names a convolutional layer.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Layers shared by the backbones: spectral-norm convolutions, pixel shuffle, PyTorch initialisers.
+"""Layers shared by the backbones: spectral-norm and depthwise convolutions, pixel shuffle,
+PyTorch initialisers.
 
 The backbones are ported from PyTorch code, and converted checkpoints must behave exactly as the
 originals do; these layers reproduce PyTorch's conventions where Flax's differ (spectral norm
