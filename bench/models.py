@@ -15,7 +15,9 @@ every initialiser). The load average is printed because other processes on the m
 the figures.
 
 With --official_src, the official PyTorch DDColor is timed the same way (forward under
-no_grad in eval mode; training step with L1 + AdamW), on the same inputs and threads.
+no_grad in eval mode; training step with L1 + AdamW), on the same inputs and threads. With
+--interleaved as well, both run in one process, one step each in turn (marked `*`; the RSS is
+then the pair's), so that both see the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def _random_variables(shapes, seed: int = 0):
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _flax_config(name: str, size: int, batch: int, mode: str, steps: int) -> dict:
+def _flax_setup(name: str, size: int, batch: int, mode: str):
+    """Compiles the step; returns (step() -> None, facts about the compiled program)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -68,7 +71,7 @@ def _flax_config(name: str, size: int, batch: int, mode: str, steps: int) -> dic
 
     if mode == "forward":
         step = jax.jit(lambda v, x: model.apply(v, x))
-        call_args = (variables, gray_l)
+        args = [variables, gray_l]
     else:
         # The official DDColor optimiser: AdamW lr 1e-4, weight decay 0.01, betas (0.9, 0.99).
         optimizer = optax.adamw(1e-4, b1=0.9, b2=0.99, weight_decay=0.01)
@@ -91,10 +94,10 @@ def _flax_config(name: str, size: int, batch: int, mode: str, steps: int) -> dic
 
         step = jax.jit(train_step, donate_argnums=0)
         state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
-        call_args = (state, gray_l, target_ab)
+        args = [state, gray_l, target_ab]
 
     start = time.perf_counter()
-    compiled = step.lower(*call_args).compile()
+    compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -108,26 +111,22 @@ def _flax_config(name: str, size: int, batch: int, mode: str, steps: int) -> dic
             - memory.alias_size_in_bytes
         )
 
-    times = []
-    args_now = call_args
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        out = compiled(*args_now)
+    def run() -> None:
+        out = compiled(*args)
         jax.block_until_ready(out)
-        times.append(time.perf_counter() - start)
         if mode == "train":
-            args_now = (out[0], gray_l, target_ab)
-    times = times[1:]
-    return {
+            args[0] = out[0]  # the state was donated
+
+    facts = {
         "compile_s": compile_s,
-        "step_s": statistics.median(times),
-        "best_s": min(times),
         "gflop_per_image": float(cost.get("flops", float("nan"))) / batch / 1e9,
         "xla_bytes": xla_bytes,
     }
+    return run, facts
 
 
-def _torch_config(src: str, size: int, batch: int, mode: str, steps: int) -> dict:
+def _torch_setup(src: str, size: int, batch: int, mode: str):
+    """The official PyTorch DDColor-T step (basicsr's registry stubbed)."""
     import types
 
     import torch
@@ -161,9 +160,9 @@ def _torch_config(src: str, size: int, batch: int, mode: str, steps: int) -> dic
     if mode == "forward":
         model.eval()
 
-        def step():
+        def run() -> None:
             with torch.no_grad():
-                return model(image)
+                model(image)
 
     else:
         model.train()
@@ -171,40 +170,41 @@ def _torch_config(src: str, size: int, batch: int, mode: str, steps: int) -> dic
             model.parameters(), 1e-4, betas=(0.9, 0.99), weight_decay=0.01
         )
 
-        def step():
+        def run() -> None:
             optimizer.zero_grad()
-            loss = torch.nn.functional.l1_loss(model(image), target)
-            loss.backward()
+            torch.nn.functional.l1_loss(model(image), target).backward()
             optimizer.step()
-            return loss
 
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {
-        "compile_s": 0.0,
-        "step_s": statistics.median(times[1:]),
-        "best_s": min(times[1:]),
-        "threads": torch.get_num_threads(),
-    }
+    return run, {"compile_s": 0.0, "threads": torch.get_num_threads()}
+
+
+def _timings(times: list[float]) -> dict:
+    return {"step_s": statistics.median(times), "best_s": min(times)}
 
 
 def _child(spec: dict) -> None:
-    if spec["framework"] == "flax":
-        result = _flax_config(
-            spec["name"], spec["size"], spec["batch"], spec["mode"], spec["steps"]
-        )
-    else:
-        result = _torch_config(
-            spec["src"], spec["size"], spec["batch"], spec["mode"], spec["steps"]
-        )
-    result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("RESULT " + json.dumps({**spec, **result}))
+    """Times one configuration; with "interleaved", both frameworks, one step each in turn."""
+    size, batch, mode = spec["size"], spec["batch"], spec["mode"]
+    runs = {}
+    if spec["framework"] in ("flax", "interleaved"):
+        runs["flax"] = _flax_setup(spec["name"], size, batch, mode)
+    if spec["framework"] in ("torch", "interleaved"):
+        runs["torch"] = _torch_setup(spec["src"], size, batch, mode)
+    times = {framework: [] for framework in runs}
+    for step in range(spec["steps"] + 1):  # the first round warms up
+        for framework, (run, _) in runs.items():
+            start = time.perf_counter()
+            run()
+            if step:
+                times[framework].append(time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for framework, (_, facts) in runs.items():
+        result = {**spec, **facts, **_timings(times[framework]), "max_rss_bytes": rss}
+        result["framework"] = framework + ("*" if spec["framework"] == "interleaved" else "")
+        print("RESULT " + json.dumps(result))
 
 
-def _run(spec: dict) -> dict:
+def _run(spec: dict) -> list[dict]:
     load_before = os.getloadavg()[0]
     process = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
@@ -215,9 +215,10 @@ def _run(spec: dict) -> dict:
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode or not lines:
         raise RuntimeError(f"{spec} failed:\n{process.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT ") :])
-    result["load"] = (load_before, os.getloadavg()[0])
-    return result
+    results = [json.loads(line[len("RESULT ") :]) for line in lines]
+    for result in results:
+        result["load"] = (load_before, os.getloadavg()[0])
+    return results
 
 
 def main() -> None:
@@ -228,6 +229,11 @@ def main() -> None:
     parser.add_argument(
         "--official_src", default=None, help="time the official PyTorch DDColor-T too"
     )
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="with --official_src: time both in one process, one step each in turn",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -237,33 +243,35 @@ def main() -> None:
     import jax
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs")
-    header = (
-        f"{'framework':9s} {'model':14s} {'size':>4s} {'bs':>3s} {'mode':8s} {'compile s':>9s} "
+    print(
+        f"{'framework':10s} {'model':14s} {'size':>4s} {'bs':>3s} {'mode':8s} {'compile s':>9s} "
         f"{'step s':>8s} {'img/s':>7s} {'best':>7s} {'GFLOP/img':>9s} {'XLA MiB':>8s} "
         f"{'RSS MiB':>8s} load"
     )
-    print(header)
     specs = []
     for config in args.only:
         name, size, batch = config.split(":")
         for mode in args.modes:
             base = {"name": name, "size": int(size), "batch": int(batch), "mode": mode}
-            specs.append({"framework": "flax", **base, "steps": args.steps})
-            if args.official_src and name == "ddcolor_tiny":
-                specs.append(
-                    {"framework": "torch", **base, "steps": args.steps, "src": args.official_src}
-                )
+            base |= {"steps": args.steps, "src": args.official_src}
+            official = args.official_src and name == "ddcolor_tiny"
+            if official and args.interleaved:
+                specs.append({"framework": "interleaved", **base})
+                continue
+            specs.append({"framework": "flax", **base})
+            if official:
+                specs.append({"framework": "torch", **base})
     for spec in specs:
-        r = _run(spec)
-        xla = f"{r['xla_bytes'] / 2**20:8.0f}" if r.get("xla_bytes") else f"{'-':>8s}"
-        flops = f"{r['gflop_per_image']:9.1f}" if "gflop_per_image" in r else f"{'-':>9s}"
-        print(
-            f"{r['framework']:9s} {r['name']:14s} {r['size']:4d} {r['batch']:3d} {r['mode']:8s} "
-            f"{r['compile_s']:9.1f} {r['step_s']:8.3f} {r['batch'] / r['step_s']:7.2f} "
-            f"{r['batch'] / r['best_s']:7.2f} {flops} "
-            f"{xla} {r['max_rss_bytes'] / 2**20:8.0f} {r['load'][0]:.1f}->{r['load'][1]:.1f}",
-            flush=True,
-        )
+        for r in _run(spec):
+            xla = f"{r['xla_bytes'] / 2**20:8.0f}" if r.get("xla_bytes") else f"{'-':>8s}"
+            flops = f"{r['gflop_per_image']:9.1f}" if "gflop_per_image" in r else f"{'-':>9s}"
+            print(
+                f"{r['framework']:10s} {r['name']:14s} {r['size']:4d} {r['batch']:3d} "
+                f"{r['mode']:8s} {r['compile_s']:9.1f} {r['step_s']:8.3f} "
+                f"{r['batch'] / r['step_s']:7.2f} {r['batch'] / r['best_s']:7.2f} {flops} "
+                f"{xla} {r['max_rss_bytes'] / 2**20:8.0f} {r['load'][0]:.1f}->{r['load'][1]:.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
