@@ -160,13 +160,17 @@ def test_training_mode_updates_batch_stats_and_evaluation_reads_them(demo):
     assert np.abs(evaluated - unguided(variables, gray_l)).max() > 0
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3])
-def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size):
+# (kernel size, input channels, image size): the last two have outputs smaller than their
+# kernels, where the layer divides the output rather than the kernel by sigma.
+@pytest.mark.parametrize(
+    "kernel_size, channels, size", [(1, 5, 6), (3, 5, 6), (3, 32, 2), (1, 32, 1)]
+)
+def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size, channels, size):
     torch.manual_seed(0)
     conv = torch.nn.utils.spectral_norm(
-        torch.nn.Conv2d(5, 7, kernel_size, padding=kernel_size // 2, bias=True)
+        torch.nn.Conv2d(channels, 7, kernel_size, padding=kernel_size // 2, bias=True)
     )
-    x = torch.randn(2, 5, 6, 6)
+    x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         conv.train()
         conv(x)  # one power iteration, so u and v are not the random start
@@ -177,7 +181,10 @@ def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size):
         "batch_stats": {
             "u": state["weight_u"],
             # PyTorch flattens the window as (I, kh, kw); the Flax layer as (kh, kw, I).
-            "v": state["weight_v"].reshape(5, kernel_size, kernel_size).transpose(1, 2, 0).ravel(),
+            "v": state["weight_v"]
+            .reshape(channels, kernel_size, kernel_size)
+            .transpose(1, 2, 0)
+            .ravel(),
         },
     }
     layer = SpectralNormConv(7, kernel_size, padding=kernel_size // 2)

@@ -182,9 +182,16 @@ class SpectralNormConv(nn.Module):
     bias_init: Initializer = nn.initializers.zeros
     eps: float = 1e-12
 
-    @nn.compact
     def normalized(self, in_features: int, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
         """The kernel [k, k, in_features, features] divided by sigma, and the bias (or None)."""
+        kernel, sigma, bias = self.weights(in_features, train=train)
+        return kernel / sigma, bias
+
+    @nn.compact
+    def weights(
+        self, in_features: int, *, train: bool
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """The unnormalised kernel [k, k, in_features, features], sigma, and the bias."""
         kernel = self.param(
             "kernel",
             self.kernel_init,
@@ -210,7 +217,7 @@ class SpectralNormConv(nn.Module):
             u.value, v.value = u_vec, v_vec
         sigma = jnp.dot(v_vec @ matrix, u_vec)
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
-        return kernel / sigma, bias
+        return kernel, sigma, bias
 
     def __call__(
         self,
@@ -224,10 +231,15 @@ class SpectralNormConv(nn.Module):
         output_order: a permutation of the last axis (e.g. `to_subpixel_major`); the output
         channels are computed in that order, the parameters keep theirs.
         """
-        kernel, bias = self.normalized(x.shape[-1], train=train)
+        kernel, sigma, bias = self.weights(x.shape[-1], train=train)
         if output_order is not None:
             kernel = output_order(kernel)
             bias = output_order(bias) if bias is not None else None
+        # Divide whichever is smaller, the kernel or the output, by sigma (the same function).
+        output_size = np.prod(x.shape[:-1]) * self.features  # stride 1, 'same' padding
+        scale_output = output_size < kernel.size
+        if not scale_output:
+            kernel = kernel / sigma
         if self.kernel_size == 1:
             # A matrix product: XLA:CPU computes the gradients of 1x1 convolutions far slower.
             y = x @ kernel[0, 0]
@@ -239,4 +251,6 @@ class SpectralNormConv(nn.Module):
                 padding=[(self.padding, self.padding)] * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
+        if scale_output:
+            y = y / sigma
         return y if bias is None else y + bias
