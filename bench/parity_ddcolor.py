@@ -161,7 +161,7 @@ def main() -> None:
         "pixel_decoder full size": full_size,
         "color_decoder maps": color_maps(inter["color_decoder"]["__call__"][0], full_size),
     }
-    print(f"DDColor-{args.size[0].upper()}, {args.batch} random grey images {size}x{size}")
+    print(f"DDColor-{args.size[0].upper()}, random grey images: batch {args.batch}, {size}x{size}")
     print("evaluation mode, largest |flax - official| (and the official's largest |value|):")
     for name, value in ours.items():
         print(
