@@ -29,6 +29,7 @@ import numpy as np
 from aiaic_jax.convert.ddcolor import convert_ddcolor
 from aiaic_jax.models.backbones import get_backbone
 from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
+from aiaic_jax.models.backbones.ddcolor_decoder import color_maps, upsample_subpixel
 
 
 def _import_official(src: Path):
@@ -152,14 +153,15 @@ def main() -> None:
     ab, state = apply(backbone_vars, jnp.asarray(gray_l))
     inter = state["intermediates"]
     features, _ = inter["encoder"]["__call__"][0]
-    multi_scale, full_size = inter["pixel_decoder"]["__call__"][0]
+    multi_scale, subpixel_features = inter["pixel_decoder"]["__call__"][0]
+    full_size = upsample_subpixel(subpixel_features, 4)
     ours = {
         **{f"encoder f{i}": features[i] for i in range(4)},
         **{f"pixel_decoder block{i}": multi_scale[i] for i in range(3)},
         "pixel_decoder full size": full_size,
-        "color_decoder maps": inter["color_decoder"]["__call__"][0],
+        "color_decoder maps": color_maps(inter["color_decoder"]["__call__"][0], full_size),
     }
-    print(f"DDColor-{args.size[0].upper()}, {args.batch} random grey images {size}x{size}")
+    print(f"DDColor-{args.size[0].upper()}, random grey images: batch {args.batch}, {size}x{size}")
     print("evaluation mode, largest |flax - official| (and the official's largest |value|):")
     for name, value in ours.items():
         print(

@@ -32,6 +32,7 @@ from aiaic_jax.convert.ddcolor import (
 )
 from aiaic_jax.models.backbones.convnext import ConvNeXtBlock
 from aiaic_jax.models.backbones.ddcolor import DDColor
+from aiaic_jax.models.backbones.ddcolor_decoder import MultiHeadAttention
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -192,9 +193,7 @@ def test_command_line_writes_a_restorable_checkpoint(tmp_path, capsys):
 class _Attention(nn.Module):
     @nn.compact
     def __call__(self, q, k, v):
-        return nn.MultiHeadDotProductAttention(num_heads=4, deterministic=True, name="attn")(
-            q, k, v
-        )
+        return MultiHeadAttention(num_heads=4, name="attn")(q, k, v)
 
 
 def test_attention_weights_convert_to_the_same_function_as_torch():

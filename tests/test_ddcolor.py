@@ -4,6 +4,7 @@ against PyTorch and skimage references.
 DDColor-T/L are only traced (`jax.eval_shape`); forward passes run on `ddcolor_demo` at 64x64.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +14,18 @@ from skimage import color
 
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
 from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
-from aiaic_jax.models.backbones.ddcolor_decoder import PixelShuffleUpsample, sine_position_encoding
-from aiaic_jax.models.backbones.layers import SpectralNormConv, icnr, pixel_shuffle
+from aiaic_jax.models.backbones.ddcolor_decoder import (
+    PixelShuffleUpsample,
+    dot_product_attention,
+    sine_position_encoding,
+)
+from aiaic_jax.models.backbones.layers import (
+    SpectralNormConv,
+    depthwise_conv,
+    icnr,
+    pixel_shuffle,
+    to_subpixel_major,
+)
 from aiaic_jax.models.guidance import Guidance
 
 GUIDANCE_DIM = 8
@@ -97,7 +108,9 @@ def demo():
     gray_l = jnp.asarray(rng.uniform(0, 100, (2, 64, 64, 1)), jnp.float32)
     code = jnp.asarray(rng.normal(size=(2, GUIDANCE_DIM)), jnp.float32)
     guidance = Guidance(code, jnp.ones((2,)))
-    variables = jax.jit(model.init)(jax.random.key(0), gray_l, guidance)
+    # Init runs once: compile it without backend optimisations (half the compile time).
+    init = jax.jit(model.init, compiler_options={"xla_backend_optimization_level": 0})
+    variables = init(jax.random.key(0), gray_l, guidance)
     # Make the SG non-trivial (its last layers start at gamma = 1, beta = 0).
     variables = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 0.1 if "dsg" in jax.tree_util.keystr(path) else x, variables
@@ -147,13 +160,17 @@ def test_training_mode_updates_batch_stats_and_evaluation_reads_them(demo):
     assert np.abs(evaluated - unguided(variables, gray_l)).max() > 0
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3])
-def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size):
+# (kernel size, input channels, image size): the last two have outputs smaller than their
+# kernels, where the layer divides the output rather than the kernel by sigma.
+@pytest.mark.parametrize(
+    "kernel_size, channels, size", [(1, 5, 6), (3, 5, 6), (3, 32, 2), (1, 32, 1)]
+)
+def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size, channels, size):
     torch.manual_seed(0)
     conv = torch.nn.utils.spectral_norm(
-        torch.nn.Conv2d(5, 7, kernel_size, padding=kernel_size // 2, bias=True)
+        torch.nn.Conv2d(channels, 7, kernel_size, padding=kernel_size // 2, bias=True)
     )
-    x = torch.randn(2, 5, 6, 6)
+    x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         conv.train()
         conv(x)  # one power iteration, so u and v are not the random start
@@ -164,7 +181,10 @@ def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size):
         "batch_stats": {
             "u": state["weight_u"],
             # PyTorch flattens the window as (I, kh, kw); the Flax layer as (kh, kw, I).
-            "v": state["weight_v"].reshape(5, kernel_size, kernel_size).transpose(1, 2, 0).ravel(),
+            "v": state["weight_v"]
+            .reshape(channels, kernel_size, kernel_size)
+            .transpose(1, 2, 0)
+            .ravel(),
         },
     }
     layer = SpectralNormConv(7, kernel_size, padding=kernel_size // 2)
@@ -189,6 +209,65 @@ def test_pixel_shuffle_matches_torch():
     np.testing.assert_array_equal(
         pixel_shuffle(jnp.asarray(x), 3), expected.numpy().transpose(0, 2, 3, 1)
     )
+
+
+def test_subpixel_major_channels_shuffle_to_the_same_image():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 32))
+    np.testing.assert_array_equal(
+        pixel_shuffle(to_subpixel_major(x, 4), 4, subpixel_major=True), pixel_shuffle(x, 4)
+    )
+
+
+def test_spectral_norm_conv_output_order_permutes_only_the_output():
+    layer = SpectralNormConv(8, kernel_size=1)
+    x = jax.random.normal(jax.random.key(0), (1, 3, 3, 5))
+    variables = layer.init(jax.random.key(1), x, train=False)
+    order = np.array([3, 1, 0, 2, 7, 6, 5, 4])
+    np.testing.assert_allclose(
+        layer.apply(variables, x, train=False, output_order=lambda a: a[..., order]),
+        layer.apply(variables, x, train=False)[..., order],
+        rtol=1e-6,
+    )
+
+
+def test_depthwise_conv_and_its_gradients_match_grouped_convolution():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 11, 6))
+    kernel = jax.random.normal(jax.random.key(1), (7, 7, 6))
+
+    def grouped(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel[:, :, None, :],
+            (1, 1),
+            ((3, 3), (3, 3)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=6,
+        )
+
+    np.testing.assert_allclose(depthwise_conv(x, kernel), grouped(x, kernel), atol=1e-4)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    ours = jax.grad(loss(depthwise_conv), argnums=(0, 1))(x, kernel)
+    reference = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
+    for got, expected in zip(ours, reference):
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_attention_and_its_gradient_match_flax_dot_product_attention():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
+    np.testing.assert_allclose(
+        dot_product_attention(q, k, v), nn.dot_product_attention(q, k, v), atol=1e-5
+    )
+
+    def loss(attention):
+        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))
+
+    ours = jax.grad(loss(dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+    reference = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+    for got, expected in zip(ours, reference):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_icnr_upsampling_starts_as_nearest_neighbour():

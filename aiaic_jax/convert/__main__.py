@@ -33,8 +33,14 @@ _SIZED = ("ddcolor", "convnext")
 
 
 def converter(name: str) -> Callable[..., Any]:
+    """The conversion function registered as `name` (path -> variables)."""
     module, function = CONVERTERS[name]
-    return getattr(importlib.import_module(module), function)
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(
+            f"error: the {name} converter ({module}:{function}) is unavailable: {e}"
+        ) from e
 
 
 def _summary(tree: Mapping[str, Any], depth: int = 3, prefix: str = "") -> list[str]:

@@ -119,7 +119,7 @@ def _conv_kernel(w: np.ndarray) -> np.ndarray:
 
 
 def _linear_kernel(w: np.ndarray) -> np.ndarray:
-    return w.T  # [out, in] -> [in, out]
+    return w.reshape(w.shape[0], -1).T  # [out, in] or 1x1 conv [out, in, 1, 1] -> [in, out]
 
 
 def _spectral_v(kernel_shape: tuple[int, ...]) -> Transform:

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aiaic_jax.models.backbones.layers import DepthwiseConv
+
 # Sizes of the ImageNet-22k checkpoints DDColor starts from.
 CONVNEXT_SIZES = {
     "tiny": {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)},
@@ -42,14 +44,7 @@ class ConvNeXtBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [B, H, W, dim] -> [B, H, W, dim]."""
         residual = x
-        x = nn.Conv(
-            self.dim,
-            (7, 7),
-            padding=((3, 3), (3, 3)),
-            feature_group_count=self.dim,
-            kernel_init=_kernel_init,
-            name="dwconv",
-        )(x)
+        x = DepthwiseConv(7, kernel_init=_kernel_init, name="dwconv")(x)
         x = _layer_norm("norm")(x)
         x = nn.Dense(4 * self.dim, kernel_init=_kernel_init, name="pwconv1")(x)
         x = nn.gelu(x, approximate=False)  # PyTorch's nn.GELU is the exact erf form

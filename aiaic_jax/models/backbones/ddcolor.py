@@ -2,9 +2,10 @@
 Decoders", arXiv 2212.11613): ConvNeXt encoder, pixel decoder, multi-scale colour decoder.
 
 The grey image (L as an sRGB grey, ImageNet-normalised) goes through the ConvNeXt encoder; the
-pixel decoder upsamples its features; the colour decoder turns colour queries into one map per
-query at full resolution; `refine`, a 1x1 spectral-norm conv over those maps and the input
-image, gives ab in raw Lab units (no squashing; clip to [-128, 127] before conversion).
+pixel decoder upsamples its features; the colour decoder turns colour queries into colour
+embeddings, whose dot products with the full-size features are one colour map per query;
+`refine`, a 1x1 spectral-norm conv over those maps and the input image, gives ab in raw Lab
+units (no squashing; clip to [-128, 127] before conversion).
 
 Guidance (AIAIC, Sec. 4.1: "the DSG module is added following the first convolutional layer of
 its decoder"). DDColor has two decoders and the pixel decoder runs first; its first
@@ -12,7 +13,8 @@ convolutional layer is the 1x1 conv (spectral norm, then BatchNorm) that expands
 encoder features by 4 before the first pixel shuffle (official `decoder.layers.0.shuf.conv`,
 built by fastai's `custom_conv_layer`, which makes a "conv layer" of conv and norm). DSG is
 applied to that layer's output, before its ReLU and the shuffle: 4 * decoder_widths[0]
-channels (2048 for DDColor-T/L) at 1/32 of the input size.
+channels (2048 for DDColor-T/L) at 1/32 of the input size. (A looser reading, after the whole
+first U-Net block, would be 512 channels at 1/16; the paper names a convolutional layer.)
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from aiaic_jax.models.backbones.convnext import ConvNeXt
-from aiaic_jax.models.backbones.ddcolor_decoder import MultiScaleColorDecoder, PixelDecoder
+from aiaic_jax.models.backbones.ddcolor_decoder import (
+    MultiScaleColorDecoder,
+    PixelDecoder,
+    upsample_subpixel,
+)
 from aiaic_jax.models.backbones.layers import SpectralNormConv
 from aiaic_jax.models.guidance import DynamicSemanticGuidance, Guidance
 
+_LAST_SCALE = 4  # the pixel decoder's last upsampling, 1/4 -> full size
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -151,21 +158,38 @@ class DDColor(nn.Module):
                 features=self.guidance_channels, hidden=self.guidance_hidden, name="dsg"
             )
             hook = lambda x: dsg(x, guidance)
-        multi_scale, full_size = PixelDecoder(self.decoder_widths, self.blur, name="pixel_decoder")(
-            encoder_features, train=train, hook=hook
-        )
-        color_maps = MultiScaleColorDecoder(
+        multi_scale, subpixel_features = PixelDecoder(
+            self.decoder_widths, self.blur, name="pixel_decoder"
+        )(encoder_features, train=train, hook=hook)
+        color_embeddings = MultiScaleColorDecoder(
             num_queries=self.num_queries,
             num_layers=self.num_color_layers,
             hidden_dim=self.hidden_dim,
             num_heads=self.num_heads,
             ffn_dim=self.ffn_dim,
+            embed_dim=self.decoder_widths[-1],
             name="color_decoder",
-        )(multi_scale, full_size)  # [B, H, W, num_queries]
+        )(multi_scale)  # [B, Q, E]
 
-        return SpectralNormConv(self.num_output_channels, kernel_size=1, name="refine")(
-            jnp.concatenate([color_maps, image], axis=-1), train=train
-        )
+        # refine is a 1x1 conv over concat(colour maps, image), the maps being dot products of
+        # the colour embeddings with the full-size features (`color_maps`). Both are linear and
+        # per pixel, and the full-size features are the sub-pixel ones shuffled and blurred
+        # (linear, across pixels). So the maps' share of refine is applied to the sub-pixel
+        # features (E -> 2 channels) and only ab is upsampled: the same function, without any
+        # full-resolution tensor of E or Q channels.
+        kernel, bias = SpectralNormConv(
+            self.num_output_channels, kernel_size=1, name="refine"
+        ).normalized(self.num_queries + 3, train=train)
+        maps_to_ab, image_to_ab = kernel[0, 0, : self.num_queries], kernel[0, 0, self.num_queries :]
+        features_to_ab = jnp.einsum("bqc,qo->bco", color_embeddings, maps_to_ab)  # [B, E, 2]
+        batch, h, w, _ = subpixel_features.shape
+        subpixel_ab = jnp.einsum(
+            "bhwkc,bco->bhwko",
+            subpixel_features.reshape(batch, h, w, _LAST_SCALE**2, -1),
+            features_to_ab,
+        ).reshape(batch, h, w, -1)  # [B, H/4, W/4, 16 * 2]
+        ab = upsample_subpixel(subpixel_ab, _LAST_SCALE, self.blur)
+        return ab + image @ image_to_ab + bias
 
 
 def ddcolor(size: str, **overrides) -> DDColor:

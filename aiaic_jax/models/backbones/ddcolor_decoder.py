@@ -11,6 +11,7 @@ colour map.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -21,6 +22,7 @@ from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
     icnr,
     pixel_shuffle,
+    to_subpixel_major,
     torch_default_bias,
     torch_default_kernel,
 )
@@ -30,7 +32,9 @@ FeatureHook = Callable[[jax.Array], jax.Array]
 
 
 def _batch_norm(train: bool, name: str, bias: float = 0.0) -> nn.BatchNorm:
-    # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5.
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5. One difference: PyTorch
+    # updates the running variance with the unbiased batch variance, Flax with the biased one
+    # (a factor n / (n - 1), n = batch x pixels).
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=0.9,
@@ -45,11 +49,11 @@ def _blur(x: jax.Array) -> jax.Array:
     """2x2 average over each pixel and its top-left neighbours, edges replicated.
 
     Removes the checkerboard pattern of pixel shuffle (arXiv 1806.02658); keeps the size.
+    Computed as two separable halves with explicit edge copies (cheaper gradients than
+    jnp.pad(mode="edge")).
     """
-    padded = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)), mode="edge")
-    return 0.25 * (
-        padded[:, :-1, :-1] + padded[:, :-1, 1:] + padded[:, 1:, :-1] + padded[:, 1:, 1:]
-    )
+    rows = 0.5 * (x + jnp.concatenate([x[:, :1], x[:, :-1]], axis=1))
+    return 0.5 * (rows + jnp.concatenate([rows[:, :, :1], rows[:, :, :-1]], axis=2))
 
 
 class PixelShuffleUpsample(nn.Module):
@@ -61,24 +65,51 @@ class PixelShuffleUpsample(nn.Module):
     blur: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, hook: FeatureHook | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        hook: FeatureHook | None = None,
+        subpixel_output: bool = False,
+    ) -> jax.Array:
         """x: [B, h, w, Cin] -> [B, h * scale, w * scale, features].
 
         hook: applied to the output of the conv (and its BatchNorm), before the ReLU.
+        subpixel_output: return the features before the shuffle and blur instead, channels in
+        sub-pixel-major order, [B, h, w, scale**2 * features] (see `upsample_subpixel`); only
+        without BatchNorm and hook.
         """
-        x = SpectralNormConv(
-            self.features * self.scale**2,
+        channels = self.features * self.scale**2
+        conv = SpectralNormConv(
+            channels,
             kernel_size=1,
             use_bias=not self.batch_norm,
             kernel_init=icnr(self.scale),
             name="conv",
-        )(x, train=train)
-        if self.batch_norm:
-            x = _batch_norm(train, "bn")(x)
-        if hook is not None:
-            x = hook(x)
-        x = pixel_shuffle(nn.relu(x), self.scale)
-        return _blur(x) if self.blur else x
+        )
+        if self.batch_norm or hook is not None:
+            if subpixel_output:
+                raise ValueError("sub-pixel output needs an upsampling without BatchNorm or hook")
+            x = conv(x, train=train)
+            if self.batch_norm:
+                x = _batch_norm(train, "bn")(x)
+            if hook is not None:
+                x = hook(x)
+            x = pixel_shuffle(nn.relu(x), self.scale)
+            return _blur(x) if self.blur else x
+        # Nothing per-channel between conv and shuffle: compute the channels sub-pixel first,
+        # which makes the shuffle a cheap transpose of whole channel vectors.
+        x = nn.relu(conv(x, train=train, output_order=partial(to_subpixel_major, scale=self.scale)))
+        return x if subpixel_output else upsample_subpixel(x, self.scale, self.blur)
+
+
+def upsample_subpixel(x: jax.Array, scale: int, blur: bool = True) -> jax.Array:
+    """Sub-pixel features [B, h, w, scale**2 * C], channels (i, j, c) for the pixel
+    (scale * y + i, scale * x + j), to the image [B, h * scale, w * scale, C], blurred as in
+    `PixelShuffleUpsample`."""
+    x = pixel_shuffle(x, scale, subpixel_major=True)
+    return _blur(x) if blur else x
 
 
 class UnetBlock(nn.Module):
@@ -123,7 +154,10 @@ class PixelDecoder(nn.Module):
         """encoder_features: [f0 (1/4), f1 (1/8), f2 (1/16), f3 (1/32)], NHWC.
 
         hook: applied after the decoder's first convolutional layer (see DDColor).
-        Returns ([1/16, 1/8, 1/4 maps of widths[0..2] channels], full-size [B, H, W, widths[2]]).
+        Returns the 1/16, 1/8 and 1/4 maps (widths[0..2] channels) and the full-size features
+        in sub-pixel form, [B, H/4, W/4, 16 * widths[2]]; `upsample_subpixel(x, 4, blur)`
+        turns them into the [B, H, W, widths[2]] image features. They stay in that form
+        because everything DDColor does with them is per pixel and linear (see DDColor).
         """
         x = encoder_features[-1]
         skips = encoder_features[-2::-1]  # 1/16, 1/8, 1/4
@@ -135,7 +169,7 @@ class PixelDecoder(nn.Module):
             multi_scale.append(x)
         full_size = PixelShuffleUpsample(
             self.widths[-1], 4, batch_norm=False, blur=self.blur, name="last_upsample"
-        )(x, train=train)
+        )(x, train=train, subpixel_output=True)
         return multi_scale, full_size
 
 
@@ -166,18 +200,76 @@ def sine_position_encoding(height: int, width: int, channels: int) -> np.ndarray
     return np.concatenate([row_code, col_code], axis=-1).reshape(height * width, channels)
 
 
-def _attention(num_heads: int, name: str) -> nn.MultiHeadDotProductAttention:
-    # PyTorch's MultiheadAttention as DDColor initialises it: Xavier-uniform over the stacked
-    # [3E, E] q/k/v projection (scale 0.5 on each [E, E] part) and over the output projection;
-    # zero biases.
-    return nn.MultiHeadDotProductAttention(
-        num_heads=num_heads,
-        kernel_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
-        out_kernel_init=nn.initializers.xavier_uniform(),
-        bias_init=nn.initializers.zeros,
-        deterministic=True,
-        name=name,
-    )
+@jax.custom_vjp
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(d)) v per head; query [B, Q, H, d], key/value [B, K, H, d].
+
+    Same function as `flax.linen.dot_product_attention` (no mask, no dropout). The gradient is
+    written out (as in FlashAttention) so that the softmax backward needs a reduction over d,
+    not over the keys: XLA:CPU is slow at the latter for the 4096 keys of the 1/4 scale.
+    """
+    return _attention_forward(query, key, value)[0]
+
+
+def _attention_forward(query, key, value):
+    scale = 1.0 / np.sqrt(query.shape[-1])
+    weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", query * scale, key), axis=-1)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    return out, (query, key, value, weights, out)
+
+
+def _attention_backward(residuals, grad_out):
+    query, key, value, weights, out = residuals
+    scale = 1.0 / np.sqrt(query.shape[-1])
+    grad_value = jnp.einsum("bhqk,bqhd->bkhd", weights, grad_out)
+    grad_weights = jnp.einsum("bqhd,bkhd->bhqk", grad_out, value)
+    # sum_k grad_weights * weights = grad_out . out, a reduction over d only.
+    row_dot = jnp.einsum("bqhd,bqhd->bhq", grad_out, out)
+    grad_logits = weights * (grad_weights - row_dot[..., None]) * scale
+    grad_query = jnp.einsum("bhqk,bkhd->bqhd", grad_logits, key)
+    grad_key = jnp.einsum("bhqk,bqhd->bkhd", grad_logits, query)
+    return grad_query, grad_key, grad_value
+
+
+dot_product_attention.defvjp(_attention_forward, _attention_backward)
+
+
+class MultiHeadAttention(nn.Module):
+    """PyTorch's nn.MultiheadAttention (no mask, no dropout) on batch-major inputs.
+
+    Parameters as Flax's MultiHeadDotProductAttention lays them out: `query`, `key`, `value`
+    kernels [E, heads, head_dim] and biases [heads, head_dim]; `out` kernel
+    [heads, head_dim, E]. Initialised as DDColor does: Xavier-uniform over PyTorch's stacked
+    [3E, E] q/k/v projection (scale 0.5 on each [E, E] part) and over the output projection;
+    zero biases.
+    """
+
+    num_heads: int
+
+    @nn.compact
+    def __call__(self, query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+        """query [B, Q, E], key/value [B, K, E] -> [B, Q, E]."""
+        dim = query.shape[-1]
+        head_dim = dim // self.num_heads
+
+        def project(x, name):
+            return nn.DenseGeneral(
+                (self.num_heads, head_dim),
+                kernel_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
+                bias_init=nn.initializers.zeros,
+                name=name,
+            )(x)
+
+        attended = dot_product_attention(
+            project(query, "query"), project(key, "key"), project(value, "value")
+        )
+        return nn.DenseGeneral(
+            dim,
+            axis=(-2, -1),
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.zeros,
+            name="out",
+        )(attended)
 
 
 def _layer_norm(name: str) -> nn.LayerNorm:
@@ -197,12 +289,14 @@ class ColorDecoderLayer(nn.Module):
     ) -> jax.Array:
         """queries, query_pos: [B, Q, D]; memory, memory_pos: [B, N, D] -> [B, Q, D]."""
         dim = queries.shape[-1]
-        attended = _attention(self.num_heads, "cross_attention")(
+        attended = MultiHeadAttention(self.num_heads, name="cross_attention")(
             queries + query_pos, memory + memory_pos, memory
         )
         queries = _layer_norm("cross_norm")(queries + attended)
         with_pos = queries + query_pos
-        attended = _attention(self.num_heads, "self_attention")(with_pos, with_pos, queries)
+        attended = MultiHeadAttention(self.num_heads, name="self_attention")(
+            with_pos, with_pos, queries
+        )
         queries = _layer_norm("self_norm")(queries + attended)
         hidden = nn.Dense(
             self.ffn_dim,
@@ -220,7 +314,7 @@ class ColorDecoderLayer(nn.Module):
 
 
 class MultiScaleColorDecoder(nn.Module):
-    """Colour queries refined against multi-scale features; one colour map per query.
+    """Colour queries refined against multi-scale features, then embedded for the colour maps.
 
     Layer i attends to scale i mod num_scales. Module names: `input_proj{s}`, `layer{i}`,
     `decoder_norm`, `color_embed_{0,1,2}`; parameters `query_feat`, `query_embed`,
@@ -232,26 +326,25 @@ class MultiScaleColorDecoder(nn.Module):
     hidden_dim: int = 256
     num_heads: int = 8
     ffn_dim: int = 2048
+    embed_dim: int = 256  # channels of the full-size image features
 
     @nn.compact
-    def __call__(self, multi_scale: Sequence[jax.Array], image_features: jax.Array) -> jax.Array:
-        """multi_scale: num_scales maps [B, h_s, w_s, C_s]; image_features: [B, H, W, E].
+    def __call__(self, multi_scale: Sequence[jax.Array]) -> jax.Array:
+        """multi_scale: num_scales maps [B, h_s, w_s, C_s].
 
-        Returns colour maps [B, H, W, num_queries]. E (the colour embedding size) is taken
-        from image_features.
+        Returns the colour embeddings [B, num_queries, embed_dim]; `color_maps` turns them and
+        the full-size image features into one colour map per query.
         """
         num_scales = len(multi_scale)
-        batch = image_features.shape[0]
-        embed_dim = image_features.shape[-1]
+        batch = multi_scale[0].shape[0]
         level_embed = self.param(
             "level_embed", nn.initializers.normal(1.0), (num_scales, self.hidden_dim)
         )
         memories, positions = [], []
         for scale, features in enumerate(multi_scale):
             _, height, width, _ = features.shape
-            projected = nn.Conv(
+            projected = nn.Dense(  # a 1x1 conv
                 self.hidden_dim,
-                (1, 1),
                 # PyTorch kaiming_uniform_(a=1): gain 1, fan_in.
                 kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
                 name=f"input_proj{scale}",
@@ -275,15 +368,19 @@ class MultiScaleColorDecoder(nn.Module):
         queries = _layer_norm("decoder_norm")(queries)
 
         # Three-layer MLP from each query to its colour embedding (PyTorch nn.Linear init).
-        sizes = (self.hidden_dim, self.hidden_dim, embed_dim)
-        fan_ins = (self.hidden_dim, self.hidden_dim, self.hidden_dim)
-        for index, (size, fan_in) in enumerate(zip(sizes, fan_ins)):
+        sizes = (self.hidden_dim, self.hidden_dim, self.embed_dim)
+        for index, size in enumerate(sizes):
             queries = nn.Dense(
                 size,
                 kernel_init=torch_default_kernel,
-                bias_init=torch_default_bias(fan_in),
+                bias_init=torch_default_bias(self.hidden_dim),
                 name=f"color_embed_{index}",
             )(queries)
             if index < len(sizes) - 1:
                 queries = nn.relu(queries)
-        return jnp.einsum("bqc,bhwc->bhwq", queries, image_features)
+        return queries
+
+
+def color_maps(color_embeddings: jax.Array, image_features: jax.Array) -> jax.Array:
+    """One colour map per query: [B, Q, E] and [B, H, W, E] -> [B, H, W, Q] (dot products)."""
+    return jnp.einsum("bqc,bhwc->bhwq", color_embeddings, image_features)

@@ -1,4 +1,5 @@
-"""Layers shared by the backbones: spectral-norm convolutions, pixel shuffle, PyTorch initialisers.
+"""Layers shared by the backbones: spectral-norm and depthwise convolutions, pixel shuffle,
+PyTorch initialisers.
 
 The backbones are ported from PyTorch code, and converted checkpoints must behave exactly as the
 originals do; these layers reproduce PyTorch's conventions where Flax's differ (spectral norm
@@ -50,17 +51,108 @@ def icnr(scale: int, base: Initializer = kaiming_normal) -> Initializer:
     return init
 
 
-def pixel_shuffle(x: jax.Array, scale: int) -> jax.Array:
+def pixel_shuffle(x: jax.Array, scale: int, *, subpixel_major: bool = False) -> jax.Array:
     """Depth to space in PyTorch's `nn.PixelShuffle` channel order.
 
     x: [B, H, W, C * scale**2] -> [B, H * scale, W * scale, C]; input channel
     c * scale**2 + i * scale + j lands at channel c, row offset i, column offset j.
+    subpixel_major: x's channels are in the order (i, j, c) instead, i.e. permuted by
+    `to_subpixel_major`; the same result with a cheaper transpose (whole C vectors move).
     """
     batch, height, width, channels = x.shape
     out_channels = channels // scale**2
-    x = x.reshape(batch, height, width, out_channels, scale, scale)
-    x = x.transpose(0, 1, 4, 2, 5, 3)  # [B, H, i, W, j, C]
+    if subpixel_major:
+        x = x.reshape(batch, height, width, scale, scale, out_channels)
+        x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, H, i, W, j, C]
+    else:
+        x = x.reshape(batch, height, width, out_channels, scale, scale)
+        x = x.transpose(0, 1, 4, 2, 5, 3)  # [B, H, i, W, j, C]
     return x.reshape(batch, height * scale, width * scale, out_channels)
+
+
+def to_subpixel_major(x: jax.Array, scale: int) -> jax.Array:
+    """Reorders the last axis from PyTorch's pixel-shuffle order (c, i, j) to (i, j, c).
+
+    A reshape and transpose, not a gather: its gradient is a transpose too.
+    """
+    *lead, channels = x.shape
+    x = x.reshape(*lead, channels // scale**2, scale, scale)
+    x = jnp.moveaxis(x, -3, -1)  # [..., i, j, c]
+    return x.reshape(*lead, channels)
+
+
+def _shifted_sum(padded: jax.Array, kernel: jax.Array, height: int, width: int) -> jax.Array:
+    # sum over window offsets (i, j) of padded[:, i:i+height, j:j+width, :] * kernel[i, j]
+    out = None
+    for i in range(kernel.shape[0]):
+        for j in range(kernel.shape[1]):
+            term = padded[:, i : i + height, j : j + width, :] * kernel[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+def _pad_same(x: jax.Array, kernel_size: int) -> jax.Array:
+    p = kernel_size // 2
+    return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+
+
+@jax.custom_vjp
+def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Depthwise 2-D convolution, stride 1, zero 'same' padding, odd kernel size.
+
+    x: [B, H, W, C]; kernel: [k, k, C] -> [B, H, W, C]. Written as k*k shifted
+    multiply-adds (one fused loop) with a hand-written gradient: XLA:CPU runs grouped
+    convolutions, and above all their weight gradient, an order of magnitude slower.
+    """
+    _, height, width, _ = x.shape
+    return _shifted_sum(_pad_same(x, kernel.shape[0]), kernel, height, width)
+
+
+def _depthwise_conv_fwd(x, kernel):
+    return depthwise_conv(x, kernel), (x, kernel)
+
+
+def _depthwise_conv_bwd(residuals, grad):
+    x, kernel = residuals
+    batch, height, width, channels = x.shape
+    size = kernel.shape[0]
+    # d/dx: the same convolution of the output gradient with the kernel flipped.
+    grad_x = _shifted_sum(_pad_same(grad, size), kernel[::-1, ::-1], height, width)
+    # d/dkernel[i, j] = sum over batch and pixels of the (i, j)-shifted input times grad. A
+    # loop keeps XLA from fusing the k*k reductions into one slow kernel.
+    padded = _pad_same(x, size)
+
+    def offset(index, grad_kernel):
+        window = jax.lax.dynamic_slice(
+            padded, (0, index // size, index % size, 0), (batch, height, width, channels)
+        )
+        return grad_kernel.at[index].set(jnp.sum(window * grad, axis=(0, 1, 2)))
+
+    grad_kernel = jax.lax.fori_loop(
+        0, size * size, offset, jnp.zeros((size * size, channels), kernel.dtype)
+    )
+    return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
+
+
+class DepthwiseConv(nn.Module):
+    """nn.Conv(C, (k, k), padding='SAME', feature_group_count=C) on [B, H, W, C], computed by
+    `depthwise_conv`; same parameters (kernel [k, k, 1, C], bias [C])."""
+
+    kernel_size: int = 7
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param(
+            "kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, channels)
+        )
+        bias = self.param("bias", self.bias_init, (channels,))
+        return depthwise_conv(x, kernel[:, :, 0, :]) + bias
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
@@ -90,10 +182,16 @@ class SpectralNormConv(nn.Module):
     bias_init: Initializer = nn.initializers.zeros
     eps: float = 1e-12
 
+    def normalized(self, in_features: int, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
+        """The kernel [k, k, in_features, features] divided by sigma, and the bias (or None)."""
+        kernel, sigma, bias = self.weights(in_features, train=train)
+        return kernel / sigma, bias
+
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """x: [B, H, W, Cin] -> [B, H', W', features]."""
-        in_features = x.shape[-1]
+    def weights(
+        self, in_features: int, *, train: bool
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """The unnormalised kernel [k, k, in_features, features], sigma, and the bias."""
         kernel = self.param(
             "kernel",
             self.kernel_init,
@@ -118,13 +216,41 @@ class SpectralNormConv(nn.Module):
             u_vec, v_vec = jax.lax.stop_gradient(u_vec), jax.lax.stop_gradient(v_vec)
             u.value, v.value = u_vec, v_vec
         sigma = jnp.dot(v_vec @ matrix, u_vec)
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel / sigma,
-            window_strides=(1, 1),
-            padding=[(self.padding, self.padding)] * 2,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,))
-        return y
+        bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        return kernel, sigma, bias
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        output_order: Callable[[jax.Array], jax.Array] | None = None,
+    ) -> jax.Array:
+        """x: [B, H, W, Cin] -> [B, H', W', features].
+
+        output_order: a permutation of the last axis (e.g. `to_subpixel_major`); the output
+        channels are computed in that order, the parameters keep theirs.
+        """
+        kernel, sigma, bias = self.weights(x.shape[-1], train=train)
+        if output_order is not None:
+            kernel = output_order(kernel)
+            bias = output_order(bias) if bias is not None else None
+        # Divide whichever is smaller, the kernel or the output, by sigma (the same function).
+        output_size = np.prod(x.shape[:-1]) * self.features  # stride 1, 'same' padding
+        scale_output = output_size < kernel.size
+        if not scale_output:
+            kernel = kernel / sigma
+        if self.kernel_size == 1:
+            # A matrix product: XLA:CPU computes the gradients of 1x1 convolutions far slower.
+            y = x @ kernel[0, 0]
+        else:
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                window_strides=(1, 1),
+                padding=[(self.padding, self.padding)] * 2,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        if scale_output:
+            y = y / sigma
+        return y if bias is None else y + bias
