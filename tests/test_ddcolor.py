@@ -10,10 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from skimage import color
 
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
-from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
 from aiaic_jax.models.backbones.ddcolor_decoder import (
     PixelShuffleUpsample,
     dot_product_attention,
@@ -291,14 +289,6 @@ def test_upsample_blur_matches_replication_pad_and_average_pool():
     )
     expected = pad_pool(torch.from_numpy(np.asarray(unblurred).transpose(0, 3, 1, 2).copy()))
     np.testing.assert_allclose(out, expected.numpy().transpose(0, 2, 3, 1), atol=1e-6)
-
-
-def test_gray_rgb_from_l_matches_skimage():
-    gray_l = np.linspace(0, 100, 201, dtype=np.float64)
-    lab = np.stack([gray_l, np.zeros_like(gray_l), np.zeros_like(gray_l)], axis=-1)
-    expected = color.lab2rgb(lab[None])[0]
-    got = gray_rgb_from_l(jnp.asarray(gray_l[:, None], jnp.float32))
-    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 def test_sine_position_encoding_is_detr_normalised_sine():

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aiaic_jax.color import gray_rgb_from_l
 from aiaic_jax.models.backbones.convnext import ConvNeXt
 from aiaic_jax.models.backbones.ddcolor_decoder import (
     MultiScaleColorDecoder,
@@ -74,33 +75,6 @@ DDCOLOR_SIZES: dict[str, dict] = {
         "ffn_dim": 128,
     },
 }
-
-_EPSILON = 216.0 / 24389.0  # CIE Lab: f(t) is t^(1/3) above this, linear below
-_KAPPA = 24389.0 / 27.0
-_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])  # X, Y, Z of the reference white
-# sRGB (D65) primaries, as skimage and DDColor's own Lab conversion use them.
-_XYZ_FROM_RGB = np.array(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
-_RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
-
-
-def gray_rgb_from_l(gray_l: jax.Array) -> jax.Array:
-    """sRGB of the Lab colour (L, 0, 0): the grey image DDColor sees.
-
-    gray_l: [..., 1], L in [0, 100]. Returns [..., 3] in [0, 1] (the three channels differ
-    slightly: D65 grey is not exactly r = g = b under these primaries).
-    """
-    y = jnp.where(
-        gray_l > _KAPPA * _EPSILON, ((gray_l + 16.0) / 116.0) ** 3, gray_l / _KAPPA
-    )  # relative luminance Y; with a = b = 0, X = Xn Y and Z = Zn Y
-    linear = y * jnp.asarray(_RGB_FROM_XYZ @ _WHITE_D65, jnp.float32)
-    srgb = jnp.where(
-        linear > 0.0031308,
-        1.055 * jnp.maximum(linear, 0.0031308) ** (1 / 2.4) - 0.055,
-        12.92 * linear,
-    )
-    return jnp.clip(srgb, 0.0, 1.0)
 
 
 class DDColor(nn.Module):
