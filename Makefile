@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e .
 	touch $@
 
+# The tests check converters and layers against the official PyTorch code: the CPU build of torch
+# (pinned in constraints.txt) comes in with the `torch` extra.
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,torch]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -9,7 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
+
+try:  # the PyTorch references; `make test` installs the CPU build
+    import torch
+except ImportError:
+    torch = None
 
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
 from aiaic_jax.models.backbones.ddcolor_decoder import (
@@ -27,6 +31,7 @@ from aiaic_jax.models.backbones.layers import (
 from aiaic_jax.models.guidance import Guidance
 
 GUIDANCE_DIM = 8
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 
 def _count(tree) -> int:
@@ -158,6 +163,7 @@ def test_training_mode_updates_batch_stats_and_evaluation_reads_them(demo):
     assert np.abs(evaluated - unguided(variables, gray_l)).max() > 0
 
 
+@needs_torch
 # (kernel size, input channels, image size): the last two have outputs smaller than their
 # kernels, where the layer divides the output rather than the kernel by sigma.
 @pytest.mark.parametrize(
@@ -201,6 +207,7 @@ def test_spectral_norm_conv_matches_torch_in_both_modes(kernel_size, channels, s
     np.testing.assert_allclose(updates["batch_stats"]["u"], conv.weight_u.numpy(), atol=1e-6)
 
 
+@needs_torch
 def test_pixel_shuffle_matches_torch():
     x = np.arange(2 * 3 * 4 * 18, dtype=np.float32).reshape(2, 3, 4, 18)  # NHWC, 2 x 3^2 ch
     expected = torch.nn.functional.pixel_shuffle(torch.from_numpy(x.transpose(0, 3, 1, 2)), 3)
@@ -276,6 +283,7 @@ def test_icnr_upsampling_starts_as_nearest_neighbour():
     np.testing.assert_allclose(blocks, jnp.broadcast_to(blocks[:, :, :1, :, :1], blocks.shape))
 
 
+@needs_torch
 def test_upsample_blur_matches_replication_pad_and_average_pool():
     layer = PixelShuffleUpsample(3, scale=2, batch_norm=False, blur=True)
     x = jax.random.normal(jax.random.key(0), (1, 3, 5, 4))
