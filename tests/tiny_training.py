@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
+import numpy as np
 
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
 from configs import common
@@ -65,3 +67,40 @@ def tiny_config(data_dir: str | os.PathLike, *, steps: int = 2, batch_size: int 
     config.train.grid_images = 2
     config.train.fast_compile = True
     return config
+
+
+def get_config(data_dir: str = "runs/tiny/data"):
+    """For `train.py --config tests/tiny_training.py:<data_dir>` in subprocess tests."""
+    return tiny_config(data_dir)
+
+
+def random_variables(template, seed: int = 0):
+    """Random values of the template's shapes: quicker than an init for tests that only need
+    some variables (BatchNorm variances positive, spectral-norm vectors unit length)."""
+    rng = np.random.default_rng(seed)
+
+    def value(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "var":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
+        if name in ("u", "v"):
+            vector = rng.normal(size=leaf.shape)
+            return (vector / np.linalg.norm(vector)).astype(leaf.dtype)
+        scale = 0.0 if name == "mean" else 0.1
+        return (scale * rng.normal(size=leaf.shape)).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(value, template)
+
+
+def random_batch(batch_size: int, seed: int = 0, *, image_size: int = IMAGE_SIZE):
+    """A host batch like the training pipeline's (without ids), from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    samples = round(AUDIO_SECONDS * 16000)
+    return {
+        "rgb": rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
+        "audio": rng.integers(-8000, 8000, (batch_size, samples)).astype(np.int16),
+        "has_audio": np.arange(batch_size) % 4 != 3,
+        "relevant": np.ones(batch_size, bool),
+        "label": (np.arange(batch_size) % 3).astype(np.int32),
+        "mask": np.ones(batch_size, bool),
+    }

@@ -85,11 +85,8 @@ def train_stage(
 
     data_config = {**config.data.to_dict(), "batch_size": stage.batch_size}
     iterator = pipeline.train_iterator(data_config, seed=int(config.seed) * 100 + stage_index)
-    stage_key = jax.random.fold_in(jax.random.key(int(config.seed)), stage_index)
-    rng = parallel.replicate(np.asarray(jax.random.key_data(stage_key)), mesh)
-    constants = parallel.replicate(
-        {"vgg": pretrained_vgg16_params() if stage.kind == stages.COLOUR else {}}, mesh
-    )
+    rng = parallel.replicate(stage_rng(config, name), mesh)
+    constants = parallel.replicate(step_constants(stage), mesh)
 
     checkpoints = checkpoint.StageCheckpoints(workdir, name, int(config.train.keep_checkpoints))
     start = checkpoints.latest_step()
@@ -139,17 +136,11 @@ def _train(
     mesh: Mesh,
     start: int,
 ) -> tuple[TrainState, dict[str, float]]:
-    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    train_step = jax.jit(
-        builder.train_step,
-        in_shardings=(replicated, sharded, replicated, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
     batch = parallel.to_global(next(iterator), mesh)
     started = time.perf_counter()
-    options = _FAST_COMPILE if config.train.get("fast_compile", False) else None
-    compiled = train_step.lower(state, batch, rng, constants).compile(compiler_options=options)
+    compiled = compile_train_step(
+        builder, mesh, state, batch, rng, constants, fast=bool(config.train.fast_compile)
+    )
     compile_seconds = time.perf_counter() - started
     logging.info("%s: train step compiled in %.1f s", stage.name, compile_seconds)
 
@@ -193,6 +184,41 @@ def _train(
     return state, metrics
 
 
+def stage_rng(config: ml_collections.ConfigDict, name: str) -> np.ndarray:
+    """Raw key data of a stage's key (the train step folds the step number into it)."""
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), stages.STAGE_NAMES.index(name))
+    return np.asarray(jax.random.key_data(key))
+
+
+def step_constants(stage: stages.Stage) -> dict[str, Any]:
+    """The train step's frozen inputs: the perceptual loss's VGG16 for colour stages."""
+    perceptual = stage.kind == stages.COLOUR and float(stage.loss.perceptual_weight) > 0
+    return {"vgg": pretrained_vgg16_params() if perceptual else {}}
+
+
+def compile_train_step(
+    builder: StepBuilder,
+    mesh: Mesh,
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    constants: Any,
+    *,
+    fast: bool = False,
+):
+    """The stage's train step compiled for these arguments: batch sharded over the mesh's
+    `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`."""
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    train_step = jax.jit(
+        builder.train_step,
+        in_shardings=(replicated, sharded, replicated, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    lowered = train_step.lower(state, batch, rng, constants)
+    return lowered.compile(compiler_options=_FAST_COMPILE if fast else None)
+
+
 class _Preview:
     """The images of a grid, from a fixed batch of the first evaluation split."""
 
@@ -211,12 +237,16 @@ class _Preview:
             in_shardings=(replicated, replicated, sharded, replicated),
             out_shardings=replicated,
         )
+        self.fast = bool(config.train.fast_compile)
+        self.compiled = None
         self.constants = parallel.replicate({}, mesh)
 
     def __call__(self, state: TrainState) -> dict[str, np.ndarray]:
-        images = jax.device_get(
-            self.preview(state.params, state.batch_stats, self.batch, self.constants)
-        )
+        arguments = (state.params, state.batch_stats, self.batch, self.constants)
+        if self.compiled is None:
+            options = _FAST_COMPILE if self.fast else None
+            self.compiled = self.preview.lower(*arguments).compile(compiler_options=options)
+        images = jax.device_get(self.compiled(*arguments))
         keep = np.asarray(images.pop("mask"), bool)  # drops the padding of a short split
         return {name: np.asarray(value)[keep] for name, value in images.items()}
 
