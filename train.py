@@ -1,16 +1,18 @@
 """Trains AIAIC, one stage or all of them (DESIGN.md section 2, RUNS_CONTRACT.md).
 
-python train.py --config configs/demo.py --workdir runs/demo --stage all
+python train.py --config configs/demo.py --workdir runs/demo --stage all \
+    --config.data.data_dir=runs/demo/data
 python train.py --config configs/ddcolor_tiny.py --workdir runs/ddc_t --stage 1 \
     --config.data.batch_size=8
 Multi-host: add --coordinator_address host:port --num_processes N --process_id i on every host
-(or rely on JAX's own cluster detection with AIAIC_DISTRIBUTED=1).
+(or rely on JAX's own cluster detection with AIAIC_DISTRIBUTED=1). Re-running the same command
+resumes where it stopped; complete stages are skipped.
 """
 
 import json
-import logging
+import logging as std_logging
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from aiaic_jax.train import loop, parallel, stages
@@ -24,10 +26,17 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _ProjectInfo(std_logging.Filter):
+    """Lets through this project's INFO lines and everyone's warnings (orbax's INFO is noisy)."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "aiaic_jax" in record.pathname
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger().setLevel(logging.INFO)
+    logging.get_absl_handler().addFilter(_ProjectInfo())
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         results = loop.run(_CONFIG.value, _WORKDIR.value, _STAGE.value)

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from aiaic_jax.convert.common import restore_variables
@@ -94,6 +96,22 @@ def test_each_stage_changes_only_what_it_trains(full_run):
             source = key.replace("/relevance/audio_encoder/", "/audio/")
             np.testing.assert_array_equal(value, finals["stage2"][source])
     assert top(_changed(finals["rnet"], finals["stage3"])) == {"a2v"}
+
+
+def test_frozen_params_do_not_change_in_stage3(full_run):
+    workdir, _, results = full_run
+    before, after = _final(workdir, "rnet"), _final(workdir, "stage3")
+    changed = _changed(before, after)
+    a2v = {k for k in before if k.startswith("params/a2v/")}
+    assert changed == a2v  # params and BatchNorm/spectral statistics of the rest: same bits
+
+    # The checkpoint's optimizer state holds Adam's two moments for A2V and nothing else; the
+    # discriminator (stage 3's GAN term) trains beside it with its own state.
+    state = ocp.StandardCheckpointer().restore(workdir / "stage3" / "checkpoints" / "2" / "state")
+    moments = [np.asarray(x) for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x) > 0]
+    assert sum(m.size for m in moments) == 2 * sum(before[k].size for k in a2v)
+    assert state["discriminator"]["params"] and state["discriminator"]["opt_state"]
+    assert np.isfinite(results["stage3"]["gan"]) and np.isfinite(results["stage3"]["d_loss"])
 
 
 def test_a_complete_stage_is_skipped(full_run):
