@@ -4,10 +4,13 @@ Used by tests/test_parallel.py, in the test process (one device) and in subproce
 host devices, or several processes joined with `jax.distributed`):
 
 python -m tests.parallel_worker --stages rnet,2 --steps 2 [--lr 1e-6] --out result.npz \
-    [--coordinator_address localhost:1234 --num_processes 2 --process_id 0]
+    [--coordinator_address localhost:1234 --num_processes 2 --process_id 0] \
+    [--loop_stage rnet --loop_workdir W --data_dir D --init_from V]
 
 Every process builds the same random variables and the same global batches and feeds its own
-slice of each batch; process 0 writes the final params, batch statistics and metrics.
+slice of each batch; process 0 writes the final params, batch statistics and metrics. With
+--loop_stage, the processes then train that stage of the tiny config with the training loop
+(`loop.run`), reading the dataset in D and starting from the variables in V.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ def main() -> None:
     parser.add_argument("--coordinator_address")
     parser.add_argument("--num_processes", type=int)
     parser.add_argument("--process_id", type=int)
+    parser.add_argument("--loop_stage")
+    parser.add_argument("--loop_workdir")
+    parser.add_argument("--data_dir")
+    parser.add_argument("--init_from")
     args = parser.parse_args()
     parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     mesh = parallel.make_mesh()
@@ -85,6 +92,10 @@ def main() -> None:
             result[f"{stage}/{key}"] = value
     if jax.process_index() == 0:
         np.savez(args.out, **result, devices=np.int32(jax.device_count()))
+    if args.loop_stage:
+        config = tiny_config(args.data_dir)
+        config.init_from = args.init_from
+        loop.run(config, args.loop_workdir, args.loop_stage)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def test_all_stages_complete_and_write_every_final_and_log(full_run):
         resolved = json.loads((stage_dir / "config.json").read_text())
         assert resolved["stage"]["name"] == name and resolved["stage"]["num_steps"] == 2
         assert checkpoint.StageCheckpoints(workdir, name, 3).all_steps() == [2]
-    assert {"l1", "perceptual", "colorfulness"} <= set(results["stage1"])
+    assert {"l1", "colorfulness"} <= set(results["stage1"])
+    assert {"perceptual", "gan", "d_loss"} <= set(results["stage3"])
     assert "semantic" in results["stage2"] and "relevance_bce" in results["rnet"]
     assert 0 < results["stage3"]["relevance_mean"] < 1  # r from RNet
 
@@ -138,6 +139,7 @@ def test_without_relevance_stage3_starts_from_stage2_with_r_one(full_run, tmp_pa
     _copy_finals(workdir, tmp_path, ["baseline", "stage1", "stage2"])
     config = config.copy_and_resolve_references()
     config.use_relevance = False
+    config.stages.stage3.loss.gan_weight = 0.0  # (the full run's stage 3 tests the GAN)
     results = loop.run(config, str(tmp_path), "all")
     assert list(results) == ["stage3"] and results["stage3"]["relevance_mean"] == 1.0
     assert not (tmp_path / "rnet").exists()

@@ -1,5 +1,5 @@
 """Data parallelism: a step on 4 devices, and on 2 processes joined over localhost, equals the
-one-device step on the same global batch."""
+one-device step on the same global batch; the training loop runs a stage on 2 processes."""
 
 import os
 import socket
@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
+from aiaic_jax.convert.common import save_variables
+from aiaic_jax.models.aiaic import build_model
+from aiaic_jax.train import checkpoint, loop
 from aiaic_jax.train.parallel import DATA_AXIS
 from tests.parallel_worker import run_steps
+from tests.tiny_training import build_data, random_variables, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
@@ -81,16 +85,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_end_with_the_params_of_one(one_device, tmp_path):
-    out = tmp_path / "two.npz"
-    address = f"localhost:{_free_port()}"
+def test_two_processes_end_with_the_params_of_one_and_train_a_stage(one_device, tmp_path):
+    """The step on 2 processes joined over localhost equals one process's; then the training
+    loop runs a stage on both: each reads its shard, the checkpoint holds both iterator
+    states, process 0 alone writes the logs."""
+    data_dir = build_data(tmp_path / "data")
+    config = tiny_config(data_dir)
+    template = loop.abstract_variables(build_model(config.model), config)
+    save_variables(tmp_path / "start", random_variables(template))
+    out, workdir, address = tmp_path / "two.npz", tmp_path / "run", f"localhost:{_free_port()}"
+    command = _worker(
+        STAGES, out, f"--coordinator_address={address}", "--num_processes=2",
+        "--loop_stage=rnet", f"--loop_workdir={workdir}", f"--data_dir={data_dir}",
+        f"--init_from={tmp_path / 'start'}",
+    )  # fmt: skip
     processes = [
         subprocess.Popen(
-            _worker(
-                ["2"], out, f"--coordinator_address={address}", "--num_processes=2",
-                f"--process_id={index}",
-            ),
-            cwd=ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*command, f"--process_id={index}"], cwd=ROOT, env=_environment(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         for index in range(2)
     ]  # fmt: skip
@@ -98,3 +110,12 @@ def test_two_processes_end_with_the_params_of_one(one_device, tmp_path):
     for process, log in zip(processes, logs):
         assert process.returncode == 0, log[-3000:]
     _assert_same(out, one_device)
+
+    assert checkpoint.is_complete(workdir, "rnet")
+    lines = (workdir / "rnet" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # steps 1 and 2, written once
+    data_state = workdir / "rnet" / "checkpoints" / "2" / "data"
+    assert sorted(p.name for p in data_state.glob("process_*")) == [
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ]

@@ -57,10 +57,13 @@ def tiny_config(data_dir: str | os.PathLike, *, steps: int = 2, batch_size: int 
     model.relevance_hidden = 32
     model.relevance_audio_width = 8
 
-    # The GAN term in stage 3 only, its cheapest colour stage (frozen backbone), with a narrow
-    # discriminator: every other stage compiles without one.
+    # The perceptual and GAN terms in stage 3 only, the cheapest colour stage to compile
+    # (frozen backbone), with a narrow discriminator; the other colour stages train on L1 and
+    # colourfulness and compile faster.
     config.loss.gan_weight = 0.0
+    config.loss.perceptual_weight = 0.0
     config.stages.stage3.loss.gan_weight = 1.0
+    config.stages.stage3.loss.perceptual_weight = 5.0
     config.discriminator.width = 8
     for name in config.stages:
         config.stages[name].num_steps = steps

@@ -16,10 +16,11 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Sharding
 
-from aiaic_jax.convert.common import restore_variables, save_variables
+from aiaic_jax.convert.common import save_variables
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -44,7 +45,22 @@ def save_final(workdir: str | os.PathLike, stage: str, variables: dict[str, Any]
 
 
 def load_final(workdir: str | os.PathLike, stage: str) -> dict[str, Any]:
-    return restore_variables(final_dir(workdir, stage))
+    return read_variables(final_dir(workdir, stage))
+
+
+def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
+    """A variable tree written by `save_variables`, as numpy arrays in every process.
+
+    Restoring as numpy ignores the shardings stored with the arrays, which name the devices
+    of the run that wrote them: another process or device count could not place them.
+    """
+    directory = Path(directory).absolute()
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory}: no such variables directory")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(directory).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(directory, restore_args=as_numpy)
 
 
 class StageCheckpoints:

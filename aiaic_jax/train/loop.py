@@ -29,7 +29,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from aiaic_jax import preprocess
-from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restore_variables
+from aiaic_jax.convert.common import CheckpointMismatch, merge_variables
 from aiaic_jax.data import pipeline
 from aiaic_jax.models.aiaic import AIAIC, build_model
 from aiaic_jax.models.vgg import pretrained_vgg16_params
@@ -347,7 +347,7 @@ def initial_variables(
     if previous is not None and checkpoint.is_complete(workdir, previous):
         sources.append((f"{previous}/final", checkpoint.load_final(workdir, previous)))
     elif config.get("init_from", ""):
-        sources.append((config.init_from, restore_variables(config.init_from)))
+        sources.append((config.init_from, checkpoint.read_variables(config.init_from)))
     elif previous is not None:
         logging.warning(
             "%s: neither %s/final nor config.init_from exists; starting from a fresh init",
@@ -356,7 +356,7 @@ def initial_variables(
         )
     stage_source = None
     if stage.init_from:
-        stage_source = restore_variables(stage.init_from)
+        stage_source = checkpoint.read_variables(stage.init_from)
         sources.append((stage.init_from, stage_source))
 
     covered = set().union(*(_leaf_paths(tree) for _, tree in sources)) if sources else set()
