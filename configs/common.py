@@ -5,6 +5,10 @@ Not run on its own: see configs/demo.py and the backbone configs.
 
 import ml_collections
 
+from aiaic_jax import preprocess
+from aiaic_jax.models import aiaic
+from aiaic_jax.train import losses, optim, stages
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -21,4 +25,36 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.batch_size = 16  # global batch, split over every device of every process
     config.data.eval_batch_size = 16
     config.data.num_workers = 0  # grain worker processes; 0 reads in the main process
+
+    config.model = aiaic.default_model_config()
+    config.audio = preprocess.audio_config()
+
+    # The "w/o r" variant trains no RNet: no masking in stage 1, r = 1 in stage 3. Run it in
+    # its own workdir (RUNS_CONTRACT.md).
+    config.use_relevance = True
+    # Variables a run starts from when a stage has no previous stage's `final` in the workdir:
+    # a directory written by `aiaic_jax.convert` (official weights) or another run's
+    # `W/<stage>/final`. Empty: a fresh init.
+    config.init_from = ""
+
+    config.loss = losses.loss_config()
+    # The generator's optimizer (every stage unless config.stages.<name>.optimizer overrides).
+    config.optimizer = optim.optimizer_config()
+    # DDColor's discriminator, used by colour stages with loss.gan_weight > 0.
+    config.discriminator = ml_collections.ConfigDict()
+    config.discriminator.width = 64  # the official nf
+    config.discriminator.num_blocks = 3
+    config.discriminator.optimizer = optim.optimizer_config(name="adam", weight_decay=0.0)
+    config.stages = stages.default_stages()
+
+    config.train = ml_collections.ConfigDict()
+    config.train.log_every = 50  # steps between metrics (the only per-step host sync)
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.grid_every = 1000  # 0: no image grids
+    config.train.grid_images = 8
+    # Compile the train step for compile speed (XLA backend optimisation off): about half the
+    # compile time and up to twice the step time on CPU; for tests and short CPU runs.
+    config.train.fast_compile = False
+    config.train.inject_nan_at_step = 0  # > 0: that step's loss is NaN (tests the guard)
     return config

@@ -1,0 +1,406 @@
+"""The training loop: `run(config, workdir, stage)` trains one stage or all of them.
+
+For each stage (RUNS_CONTRACT.md): skip it if `W/<stage>/final` exists; otherwise start from
+its own latest checkpoint (exact resume: train state and data iterator), else from a fresh
+variable tree overlaid by the previous stage's `final` (or `config.init_from`), then by
+`config.stages.<stage>.init_from`, then by the stage's own copies (RNet: E_a into
+`relevance/audio_encoder`). Train with the jitted step (batch sharded over the `data` axis of
+one mesh over every device of every process, state replicated), log, checkpoint, and write
+`W/<stage>/final`.
+
+Host syncs happen only at log steps (metrics), grid steps and checkpoint steps; that is also
+where a non-finite step is noticed (`TrainState.first_bad_step`): training stops with
+`NonFiniteError` naming the step, and nothing after the last good checkpoint is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from aiaic_jax import preprocess
+from aiaic_jax.convert.common import CheckpointMismatch, merge_variables
+from aiaic_jax.data import pipeline
+from aiaic_jax.models.aiaic import AIAIC, build_model
+from aiaic_jax.models.vgg import pretrained_vgg16_params
+from aiaic_jax.train import checkpoint, logs, parallel, stages
+from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder, TrainState
+
+# XLA options for compiling one-off initialisers: their run time does not matter, their compile
+# time does (the demo model's init: 48 s with the defaults, 11 s with these, on a 2-core CPU).
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced a non-finite loss or gradient."""
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, stage: str = "all"
+) -> dict[str, dict[str, float]]:
+    """Trains `stage` ('baseline', '1', '2', 'rnet', '3', 'e2e' or 'all') into `workdir`.
+
+    Returns {stage name: its last logged metrics plus timing} for every stage trained in this
+    call (stages already complete are skipped and left out).
+    """
+    names = stages.stages_to_run(stage, bool(config.use_relevance))
+    mesh = parallel.make_mesh()
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        if checkpoint.is_complete(workdir, name):
+            logging.info(
+                "%s: complete (%s exists), skipped", name, checkpoint.final_dir(workdir, name)
+            )
+            continue
+        results[name] = train_stage(config, workdir, name, mesh)
+    return results
+
+
+def train_stage(
+    config: ml_collections.ConfigDict, workdir: str, name: str, mesh: Mesh
+) -> dict[str, float]:
+    """Trains one stage to its end and writes `W/<name>/final`; returns its last metrics."""
+    is_main = jax.process_index() == 0
+    train_size = len(pipeline.data_source(config.data, config.data.train_split))
+    stage = stages.resolve(config, name, train_size)
+    parallel.per_process_batch_size(stage.batch_size)  # fails early if it does not split
+    replicated = parallel.replicated(mesh)
+    stage_index = stages.STAGE_NAMES.index(name)
+
+    model = build_model(config.model)
+    template = abstract_variables(model, config)
+    builder = StepBuilder(config, stage, model, template["params"])
+    log = logs.StageLog(checkpoint.stage_dir(workdir, name), enabled=is_main)
+    log.write_config(_config_json(config, stage))
+
+    data_config = {**config.data.to_dict(), "batch_size": stage.batch_size}
+    iterator = pipeline.train_iterator(data_config, seed=int(config.seed) * 100 + stage_index)
+    rng = parallel.replicate(stage_rng(config, name), mesh)
+    constants = parallel.replicate(step_constants(stage), mesh)
+
+    checkpoints = checkpoint.StageCheckpoints(workdir, name, int(config.train.keep_checkpoints))
+    start = checkpoints.latest_step()
+    discriminator_template = (
+        abstract_discriminator_variables(builder, config) if builder.discriminator else None
+    )
+    if start is not None:
+        abstract_state = jax.eval_shape(builder.init_state, template, discriminator_template)
+        state = checkpoints.restore(start, abstract_state, replicated, iterator)
+        logging.info("%s: resumed from its checkpoint at step %d", name, start)
+    else:
+        start = 0
+        variables = initial_variables(config, workdir, stage, model, template)
+        discriminator_variables = (
+            init_discriminator_variables(builder, config) if builder.discriminator else None
+        )
+        init_state = jax.jit(builder.init_state, out_shardings=replicated)
+        state = init_state(
+            parallel.replicate(variables, mesh),
+            parallel.replicate(discriminator_variables, mesh),
+        )
+
+    if start < stage.num_steps:
+        state, metrics = _train(
+            config, stage, builder, state, iterator, rng, constants, checkpoints, log, mesh, start
+        )
+    else:
+        metrics = {}
+    _raise_if_bad(state, name, checkpoints)
+    checkpoint.save_final(workdir, name, {"params": state.params, "batch_stats": state.batch_stats})
+    checkpoints.close()
+    log.close()
+    logging.info("%s: complete, final variables in %s", name, checkpoint.final_dir(workdir, name))
+    return metrics
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    stage: stages.Stage,
+    builder: StepBuilder,
+    state: TrainState,
+    iterator,
+    rng: jax.Array,
+    constants: Any,
+    checkpoints: checkpoint.StageCheckpoints,
+    log: logs.StageLog,
+    mesh: Mesh,
+    start: int,
+) -> tuple[TrainState, dict[str, float]]:
+    batch = parallel.to_global(next(iterator), mesh)
+    started = time.perf_counter()
+    compiled = compile_train_step(
+        builder, mesh, state, batch, rng, constants, fast=bool(config.train.fast_compile)
+    )
+    compile_seconds = time.perf_counter() - started
+    logging.info("%s: train step compiled in %.1f s", stage.name, compile_seconds)
+
+    log_every = max(1, int(config.train.log_every))
+    checkpoint_every = int(config.train.checkpoint_every)
+    grid_every = int(config.train.grid_every)
+    preview = _Preview(config, builder, mesh) if grid_every > 0 else None
+    bar = logs.progress_bar(stage.num_steps, start, enabled=log.enabled, description=stage.name)
+    metrics: dict[str, float] = {"compile_seconds": compile_seconds}
+    timer_start, timer_step = time.perf_counter(), start
+    try:
+        for step in range(start + 1, stage.num_steps + 1):
+            if step > start + 1:
+                batch = parallel.to_global(next(iterator), mesh)
+            state, step_metrics = compiled(state, batch, rng, constants)
+            bar.update(1)
+            last = step == stage.num_steps
+            if step % log_every == 0 or last:
+                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                elapsed = time.perf_counter() - timer_start
+                steps_per_second = (step - timer_step) / max(elapsed, 1e-9)
+                values["steps_per_second"] = steps_per_second
+                values["images_per_second"] = steps_per_second * stage.batch_size
+                values["compile_seconds"] = compile_seconds
+                log.scalars(step, values)
+                bar.set_postfix(
+                    loss=f"{values['loss']:.4g}", img_s=f"{values['images_per_second']:.1f}"
+                )
+                metrics = values
+                _raise_if_bad(state, stage.name, checkpoints)
+                timer_start, timer_step = time.perf_counter(), step
+            if preview is not None and (step % grid_every == 0 or last):
+                log.grid(step, preview(state))
+                timer_start, timer_step = time.perf_counter(), step
+            if (checkpoint_every > 0 and step % checkpoint_every == 0) or last:
+                _raise_if_bad(state, stage.name, checkpoints)
+                checkpoints.save(step, state, iterator)
+                timer_start, timer_step = time.perf_counter(), step
+    finally:
+        bar.close()
+    return state, metrics
+
+
+def stage_rng(config: ml_collections.ConfigDict, name: str) -> np.ndarray:
+    """Raw key data of a stage's key (the train step folds the step number into it)."""
+    key = jax.random.fold_in(jax.random.key(int(config.seed)), stages.STAGE_NAMES.index(name))
+    return np.asarray(jax.random.key_data(key))
+
+
+def step_constants(stage: stages.Stage) -> dict[str, Any]:
+    """The train step's frozen inputs: the perceptual loss's VGG16 for colour stages."""
+    perceptual = stage.kind == stages.COLOUR and float(stage.loss.perceptual_weight) > 0
+    return {"vgg": pretrained_vgg16_params() if perceptual else {}}
+
+
+def compile_train_step(
+    builder: StepBuilder,
+    mesh: Mesh,
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    constants: Any,
+    *,
+    fast: bool = False,
+):
+    """The stage's train step compiled for these arguments: batch sharded over the mesh's
+    `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`."""
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    train_step = jax.jit(
+        builder.train_step,
+        in_shardings=(replicated, sharded, replicated, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    lowered = train_step.lower(state, batch, rng, constants)
+    return lowered.compile(compiler_options=_FAST_COMPILE if fast else None)
+
+
+class _Preview:
+    """The images of a grid, from a fixed batch of the first evaluation split."""
+
+    def __init__(self, config: ml_collections.ConfigDict, builder: StepBuilder, mesh: Mesh):
+        replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+        devices = jax.device_count()
+        wanted = max(1, int(config.train.grid_images))
+        size = -(-wanted // devices) * devices  # a multiple of the device count
+        splits = tuple(config.data.get("eval_splits", ())) or (config.data.train_split,)
+        data = {**config.data.to_dict(), "eval_batch_size": size}
+        batches = pipeline.eval_batches(data, splits[0])
+        self.batch = parallel.to_global(next(batches), mesh)
+        batches.close()
+        self.preview = jax.jit(
+            builder.preview,
+            in_shardings=(replicated, replicated, sharded, replicated),
+            out_shardings=replicated,
+        )
+        self.fast = bool(config.train.fast_compile)
+        self.compiled = None
+        self.constants = parallel.replicate({}, mesh)
+
+    def __call__(self, state: TrainState) -> dict[str, np.ndarray]:
+        arguments = (state.params, state.batch_stats, self.batch, self.constants)
+        if self.compiled is None:
+            options = _FAST_COMPILE if self.fast else None
+            self.compiled = self.preview.lower(*arguments).compile(compiler_options=options)
+        images = jax.device_get(self.compiled(*arguments))
+        keep = np.asarray(images.pop("mask"), bool)  # drops the padding of a short split
+        return {name: np.asarray(value)[keep] for name, value in images.items()}
+
+
+def _raise_if_bad(state: TrainState, stage: str, checkpoints: checkpoint.StageCheckpoints) -> None:
+    bad = int(jax.device_get(state.first_bad_step))
+    if bad != NO_BAD_STEP:
+        last = checkpoints.latest_step()
+        kept = f"step {last}" if last is not None else "none"
+        raise NonFiniteError(
+            f"{stage}: the loss or a gradient was not finite at step {bad}; training stopped "
+            f"and nothing after it was saved (last good checkpoint: {kept})"
+        )
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def _dummy_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:
+    size = int(config.data.image_size)
+    audio = jnp.zeros((1, round(float(config.data.audio_seconds) * 16000)), jnp.int16)
+    spectrogram = jax.eval_shape(partial(preprocess.spectrogram, config=config.audio), audio)
+    return (
+        jnp.full((1, size, size, 1), 50.0, jnp.float32),
+        jnp.full((1, size, size, 3), 0.5, jnp.float32),
+        jnp.zeros(spectrogram.shape, jnp.float32),
+    )
+
+
+def _init_key(config: ml_collections.ConfigDict) -> jax.Array:
+    return jax.random.key(int(config.seed))
+
+
+def abstract_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Shapes and dtypes of every model variable (no computation)."""
+    init = partial(model.init, method=AIAIC.init_all)
+    return jax.eval_shape(init, _init_key(config), *_dummy_inputs(config))
+
+
+def _fast_init(init_fn, *args) -> Any:
+    """Runs a random initialiser compiled for compile speed, not run speed.
+
+    The non-partitionable threefry (`jax_threefry_partitionable=False`) compiles the many
+    random initialisers of the model about twice as fast as the partitionable default, and
+    the XLA options in `_FAST_COMPILE` halve it again (measured on the demo model, 2-core
+    CPU: 48 s -> 11 s). Values are deterministic in the seed, as always.
+    """
+    with jax.threefry_partitionable(False):
+        compiled = jax.jit(init_fn).lower(*args).compile(compiler_options=_FAST_COMPILE)
+        return compiled(*args)
+
+
+def init_model_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every model variable, freshly initialised, with ImageNet VGG16 in RNet's image encoder."""
+    init = partial(model.init, method=AIAIC.init_all)
+    variables = _fast_init(init, _init_key(config), *_dummy_inputs(config))
+    vgg16 = pretrained_vgg16_params()
+    return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
+
+
+def abstract_discriminator_variables(
+    builder: StepBuilder, config: ml_collections.ConfigDict
+) -> dict[str, Any]:
+    rgb = _dummy_inputs(config)[1]
+    init = partial(builder.discriminator.init, update_stats=False)
+    return jax.eval_shape(init, _init_key(config), rgb)
+
+
+def init_discriminator_variables(
+    builder: StepBuilder, config: ml_collections.ConfigDict
+) -> dict[str, Any]:
+    """A fresh discriminator: each colour stage with a GAN term starts its own."""
+    rgb = _dummy_inputs(config)[1]
+    init = partial(builder.discriminator.init, update_stats=False)
+    return _fast_init(init, jax.random.fold_in(_init_key(config), 1), rgb)
+
+
+def _leaf_paths(tree: Any) -> set[tuple[str, ...]]:
+    return {
+        tuple(str(getattr(k, "key", k)) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def initial_variables(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stage: stages.Stage,
+    model: AIAIC,
+    template: dict[str, Any],
+) -> dict[str, Any]:
+    """The variables a stage starts from when it has no checkpoint (RUNS_CONTRACT.md, 2a-2c).
+
+    A fresh init runs only when the sources below leave some variable unset.
+    """
+    sources: list[tuple[str, dict[str, Any]]] = []
+    previous = stage.previous
+    if previous is not None and checkpoint.is_complete(workdir, previous):
+        sources.append((f"{previous}/final", checkpoint.load_final(workdir, previous)))
+    elif config.get("init_from", ""):
+        sources.append((config.init_from, checkpoint.read_variables(config.init_from)))
+    elif previous is not None:
+        logging.warning(
+            "%s: neither %s/final nor config.init_from exists; starting from a fresh init",
+            stage.name,
+            previous,
+        )
+    stage_source = None
+    if stage.init_from:
+        stage_source = checkpoint.read_variables(stage.init_from)
+        sources.append((stage.init_from, stage_source))
+
+    covered = set().union(*(_leaf_paths(tree) for _, tree in sources)) if sources else set()
+    if _leaf_paths(template) <= covered:
+        variables = template  # every leaf is replaced below
+    else:
+        variables = init_model_variables(model, config)
+    for description, tree in sources:
+        try:
+            variables = merge_variables(variables, tree)
+        except CheckpointMismatch as error:
+            raise CheckpointMismatch(f"{description}: {error}") from error
+
+    if stage.copy_audio_encoder:
+        given = stage_source is not None and any(
+            path[:3] == ("params", "relevance", "audio_encoder")
+            for path in _leaf_paths(stage_source)
+        )
+        if given:
+            logging.info("%s: relevance/audio_encoder from %s", stage.name, stage.init_from)
+        else:
+            variables = _copy_audio_encoder(variables)
+    return variables
+
+
+def _copy_audio_encoder(variables: dict[str, Any]) -> dict[str, Any]:
+    """E_a (stage 2) -> RNet's audio encoder; both must have the same width."""
+    copy = {
+        collection: {"relevance": {"audio_encoder": variables[collection]["audio"]}}
+        for collection in ("params", "batch_stats")
+    }
+    try:
+        return merge_variables(variables, copy)
+    except CheckpointMismatch as error:
+        raise CheckpointMismatch(
+            "rnet: cannot copy `audio` into `relevance/audio_encoder` (set model.audio_width "
+            "equal to model.relevance_audio_width, or give config.stages.rnet.init_from): "
+            f"{error}"
+        ) from error
+
+
+def _config_json(config: ml_collections.ConfigDict, stage: stages.Stage) -> str:
+    resolved = dataclasses.asdict(stage)
+    resolved["loss"] = stage.loss.to_dict()
+    resolved["optimizer"] = stage.optimizer.to_dict()
+    document = {"config": json.loads(config.to_json_best_effort()), "stage": resolved}
+    return json.dumps(document, indent=2, default=str)

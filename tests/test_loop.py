@@ -1,0 +1,216 @@
+"""The training loop end to end on a tiny synthetic world: every stage, logs, skipping complete
+stages, the non-finite stop, and a SIGKILLed run that resumes bit-identical."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from aiaic_jax.convert.common import restore_variables
+from aiaic_jax.train import checkpoint, loop
+from tests.tiny_training import build_data, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return build_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def full_run(data_dir, tmp_path_factory):
+    """`--stage all` on the tiny config: (workdir, config, results)."""
+    workdir = tmp_path_factory.mktemp("full")
+    config = tiny_config(data_dir)
+    results = loop.run(config, str(workdir), "all")
+    return workdir, config, results
+
+
+def _leaves(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_leaves(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = np.asarray(value)
+    return flat
+
+
+def _final(workdir, stage):
+    return _leaves(restore_variables(checkpoint.final_dir(workdir, stage)))
+
+
+def _changed(before, after):
+    return {k for k in before if before[k].tobytes() != after[k].tobytes()}
+
+
+def _copy_finals(source, target, names):
+    for name in names:
+        shutil.copytree(checkpoint.final_dir(source, name), checkpoint.final_dir(target, name))
+
+
+def test_all_stages_complete_and_write_every_final_and_log(full_run):
+    workdir, _, results = full_run
+    assert list(results) == ["baseline", "stage1", "stage2", "rnet", "stage3"]
+    for name, metrics in results.items():
+        assert checkpoint.is_complete(workdir, name)
+        assert metrics["nonfinite"] == 0 and np.isfinite(metrics["loss"]), name
+        stage_dir = workdir / name
+        records = [
+            json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert [r["step"] for r in records] == [1, 2]
+        for key in ("loss", "grad_norm", "update_norm", "lr", "images_per_second"):
+            assert key in records[-1], (name, key)
+        assert any(p.name.startswith("events.out.tfevents") for p in (stage_dir / "tb").iterdir())
+        resolved = json.loads((stage_dir / "config.json").read_text())
+        assert resolved["stage"]["name"] == name and resolved["stage"]["num_steps"] == 2
+        assert checkpoint.StageCheckpoints(workdir, name, 3).all_steps() == [2]
+    assert {"l1", "colorfulness"} <= set(results["stage1"])
+    assert {"perceptual", "gan", "d_loss"} <= set(results["stage3"])
+    assert "semantic" in results["stage2"] and "relevance_bce" in results["rnet"]
+    assert 0 < results["stage3"]["relevance_mean"] < 1  # r from RNet
+
+
+def test_each_stage_changes_only_what_it_trains(full_run):
+    workdir, _, _ = full_run
+    finals = {name: _final(workdir, name) for name in loop.stages.ALL_ORDER}
+    top = lambda keys: {k.split("/")[1] for k in keys}
+    stage1 = _changed(finals["baseline"], finals["stage1"])
+    assert top(stage1) == {"backbone", "semantic", "guidance"}
+    assert any("/dsg/" in k for k in stage1)
+    assert top(_changed(finals["stage1"], finals["stage2"])) == {"audio", "a2v"}
+    rnet = _changed(finals["stage2"], finals["rnet"])
+    assert {k.split("/")[2] for k in rnet} == {"audio_head", "image_head", "fc", "audio_encoder"}
+    for key, value in finals["rnet"].items():  # stage 2's E_a became RNet's audio encoder
+        if "/relevance/audio_encoder/" in key:
+            source = key.replace("/relevance/audio_encoder/", "/audio/")
+            np.testing.assert_array_equal(value, finals["stage2"][source])
+    assert top(_changed(finals["rnet"], finals["stage3"])) == {"a2v"}
+
+
+def test_frozen_params_do_not_change_in_stage3(full_run):
+    workdir, _, results = full_run
+    before, after = _final(workdir, "rnet"), _final(workdir, "stage3")
+    changed = _changed(before, after)
+    a2v = {k for k in before if k.startswith("params/a2v/")}
+    assert changed == a2v  # params and BatchNorm/spectral statistics of the rest: same bits
+
+    # The checkpoint's optimizer state holds Adam's two moments for A2V and nothing else; the
+    # discriminator (stage 3's GAN term) trains beside it with its own state.
+    state = ocp.StandardCheckpointer().restore(workdir / "stage3" / "checkpoints" / "2" / "state")
+    moments = [np.asarray(x) for x in jax.tree.leaves(state["opt_state"]) if np.ndim(x) > 0]
+    assert sum(m.size for m in moments) == 2 * sum(before[k].size for k in a2v)
+    assert state["discriminator"]["params"] and state["discriminator"]["opt_state"]
+    assert np.isfinite(results["stage3"]["gan"]) and np.isfinite(results["stage3"]["d_loss"])
+
+
+def test_a_complete_stage_is_skipped(full_run):
+    workdir, config, _ = full_run
+    started = time.perf_counter()
+    assert loop.run(config, str(workdir), "all") == {}
+    assert time.perf_counter() - started < 10
+
+
+def test_e2e_trains_backbone_audio_and_a2v_from_the_baseline_and_draws_grids(full_run):
+    workdir, config, _ = full_run
+    config = config.copy_and_resolve_references()
+    config.train.grid_every = 2
+    results = loop.run(config, str(workdir), "e2e")
+    assert results["e2e"]["relevance_mean"] == 1.0  # r = 1 for every pair with audio
+    changed = _changed(_final(workdir, "baseline"), _final(workdir, "e2e"))
+    assert {k.split("/")[1] for k in changed} == {"backbone", "audio", "a2v", "guidance"}
+    grids = list((workdir / "e2e" / "grids").glob("*.png"))
+    assert [g.name for g in grids] == ["step_0000002.png"]
+
+
+def test_without_relevance_stage3_starts_from_stage2_with_r_one(full_run, tmp_path):
+    workdir, config, _ = full_run
+    _copy_finals(workdir, tmp_path, ["baseline", "stage1", "stage2"])
+    config = config.copy_and_resolve_references()
+    config.use_relevance = False
+    config.stages.stage3.loss.gan_weight = 0.0  # (the full run's stage 3 tests the GAN)
+    results = loop.run(config, str(tmp_path), "all")
+    assert list(results) == ["stage3"] and results["stage3"]["relevance_mean"] == 1.0
+    assert not (tmp_path / "rnet").exists()
+    changed = _changed(_final(tmp_path, "stage2"), _final(tmp_path, "stage3"))
+    assert {k.split("/")[1] for k in changed} == {"a2v"}
+
+
+def test_a_nonfinite_loss_stops_naming_the_step_and_saves_nothing_after_it(full_run, tmp_path):
+    workdir, config, _ = full_run
+    _copy_finals(workdir, tmp_path, ["stage1"])
+    config = config.copy_and_resolve_references()
+    config.stages.stage2.num_steps = 6
+    config.train.checkpoint_every = 2
+    config.train.log_every = 5  # the check before the step-4 checkpoint notices it first
+    config.train.inject_nan_at_step = 3
+    with pytest.raises(loop.NonFiniteError, match="not finite at step 3") as error:
+        loop.run(config, str(tmp_path), "2")
+    assert "last good checkpoint: step 2" in str(error.value)
+    assert checkpoint.StageCheckpoints(tmp_path, "stage2", 3).all_steps() == [2]
+    assert not checkpoint.is_complete(tmp_path, "stage2")
+
+
+def _train_command(data_dir, workdir, stage, steps):
+    return [
+        sys.executable,
+        "train.py",
+        f"--config=tests/tiny_training.py:{data_dir}",
+        f"--workdir={workdir}",
+        f"--stage={stage}",
+        f"--config.stages.stage2.num_steps={steps}",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=3",
+    ]
+
+
+def _environment(cache_dir):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    # The three runs compile the same step: the persistent cache compiles it once.
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_bit_identical(full_run, data_dir, tmp_path):
+    workdir, _, _ = full_run
+    steps = 6
+    env = _environment(tmp_path / "jax_cache")
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    for target in (uninterrupted, interrupted):
+        _copy_finals(workdir, target, ["stage1"])
+    command = lambda w: _train_command(data_dir, w, "2", steps)
+    subprocess.run(command(uninterrupted), cwd=ROOT, env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(
+        command(interrupted), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    first_checkpoint = interrupted / "stage2" / "checkpoints" / "2"
+    deadline = time.monotonic() + 120
+    while not first_checkpoint.exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not checkpoint.is_complete(interrupted, "stage2"), "killed too late"
+    # A save cut short leaves only a temporary directory, which the restart must ignore.
+    (interrupted / "stage2" / "checkpoints" / f"{steps}.orbax-checkpoint-tmp-1").mkdir()
+
+    subprocess.run(command(interrupted), cwd=ROOT, env=env, check=True, capture_output=True)
+    expected, resumed = _final(uninterrupted, "stage2"), _final(interrupted, "stage2")
+    assert expected.keys() == resumed.keys()
+    assert not _changed(expected, resumed)
+    assert _changed(_final(workdir, "stage1"), resumed)  # it did train
+    metrics = (interrupted / "stage2" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == steps

@@ -1,0 +1,114 @@
+"""The train step: which modules run in training mode, the non-finite guard, RNet's paired
+logits. A reduced DDColor demo model at 64x64 with random variables. (What each stage trains
+and keeps frozen, bit for bit, is checked on the stages of tests/test_loop.py.)"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aiaic_jax.models.aiaic import AIAIC, build_model
+from aiaic_jax.train import loop, parallel, stages
+from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder, relevance_pair_logits
+from tests.tiny_training import random_batch, random_variables, tiny_config
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    config = tiny_config(tmp_path_factory.mktemp("unused"))
+    model = build_model(config.model)
+    template = loop.abstract_variables(model, config)
+    return config, model, template, random_variables(template, seed=0)
+
+
+def _builder(config, model, template, name):
+    return StepBuilder(config, stages.resolve(config, name, 16), model, template["params"])
+
+
+def _run(config, builder, variables, num_steps):
+    """States after each of num_steps steps (on host), and the metrics of each step."""
+    mesh = parallel.make_mesh()
+    state = jax.jit(builder.init_state)(variables, None)
+    rng = loop.stage_rng(config, builder.stage.name)
+    constants = loop.step_constants(builder.stage)
+    batch = random_batch(BATCH)
+    step = loop.compile_train_step(builder, mesh, state, batch, rng, constants, fast=True)
+    states, metrics = [jax.device_get(state)], []
+    for index in range(num_steps):
+        state, step_metrics = step(state, random_batch(BATCH, seed=index), rng, constants)
+        states.append(jax.device_get(state))
+        metrics.append(jax.device_get(step_metrics))
+    return states, metrics
+
+
+def _leaves(tree):
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _same_bits(a, b):
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_frozen_modules_run_in_evaluation_mode(setup):
+    config, model, template, _ = setup
+    flags = {
+        name: (b.backbone_train, b.audio_train)
+        for name in stages.STAGE_NAMES
+        for b in [_builder(config, model, template, name)]
+    }
+    assert flags["baseline"] == (True, False)
+    assert flags["stage1"] == (True, False)
+    assert flags["stage2"] == (False, True)
+    assert flags["stage3"] == (False, False)  # backbone BN on running stats, no SN update
+    assert flags["e2e"] == (True, True)
+
+
+def test_a_nonfinite_step_is_skipped_and_its_number_kept(setup):
+    config, model, template, variables = setup
+    config = config.copy_and_resolve_references()
+    config.train.inject_nan_at_step = 2
+    builder = _builder(config, model, template, "stage2")
+    states, metrics = _run(config, builder, variables, 3)
+    assert [int(s.first_bad_step) for s in states] == [NO_BAD_STEP, NO_BAD_STEP, 2, 2]
+    assert [int(s.step) for s in states] == [0, 1, 2, 3]
+    assert [m["nonfinite"] for m in metrics] == [0.0, 1.0, 0.0]
+    for tree in ("params", "batch_stats", "opt_state"):
+        one, two, three = (_leaves(getattr(states[i], tree)) for i in (1, 2, 3))
+        assert all(_same_bits(one[k], two[k]) for k in one), tree  # step 2 changed nothing
+        if tree == "params":
+            assert any(not _same_bits(two[k], three[k]) for k in two)  # step 3 trained
+
+
+def test_rnet_pair_logits_are_the_model_relevance_of_both_pairings(setup):
+    config, model, template, variables = setup
+    batch = random_batch(BATCH)
+    builder = _builder(config, model, template, "rnet")
+    partner = jnp.array([2, 3, 1, 0])
+
+    @jax.jit
+    def both(variables, batch):
+        from aiaic_jax import preprocess
+
+        inputs = preprocess.model_inputs(batch, config)
+        own, negative, _ = relevance_pair_logits(
+            model,
+            variables["params"]["relevance"],
+            variables["batch_stats"]["relevance"],
+            inputs.gray_l,
+            inputs.spectrogram,
+            partner,
+        )
+        relevance = lambda spectrogram: model.apply(
+            variables, inputs.gray_l, spectrogram, method=AIAIC.relevance
+        )[1]
+        return own, negative, relevance(inputs.spectrogram), relevance(inputs.spectrogram[partner])
+
+    own, negative, model_own, model_negative = both(variables, batch)
+    np.testing.assert_allclose(own, model_own, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(negative, model_negative, rtol=1e-5, atol=1e-5)
+    assert not builder.rnet_audio_train  # its encoders are frozen by default
