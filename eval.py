@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from aiaic_jax.evaluation import runner
 from aiaic_jax.evaluation.variants import VARIANT_NAMES
-from aiaic_jax.train import parallel
+from aiaic_jax.train import logs, parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The configuration the runs were trained with.", lock_config=True
@@ -44,6 +44,7 @@ flags.mark_flags_as_required(["config", "workdir", "runs"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logs.quiet_dependencies()
     parallel.initialize_distributed()
     try:
         runs = runner.parse_runs(_RUNS.value)

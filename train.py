@@ -10,12 +10,11 @@ resumes where it stopped; complete stages are skipped.
 """
 
 import json
-import logging as std_logging
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from aiaic_jax.train import loop, parallel, stages
+from aiaic_jax.train import logs, loop, parallel, stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes (W/<stage>/...).")
@@ -26,17 +25,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _ProjectInfo(std_logging.Filter):
-    """Lets through this project's INFO lines and everyone's warnings (orbax's INFO is noisy)."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "aiaic_jax" in record.pathname
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_ProjectInfo())
+    logs.quiet_dependencies()
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         results = loop.run(_CONFIG.value, _WORKDIR.value, _STAGE.value)

@@ -2,7 +2,8 @@
 scalars, image grids as PNG (and in TensorBoard), and a progress bar with rate and ETA.
 
     W/<stage>/metrics.jsonl   one object per logged step: step, every loss term, grad/update
-                              norms, lr, images/s, steps/s
+                              norms and lr averaged over the steps since the previous line,
+                              images/s, steps/s
     W/<stage>/tb/             TensorBoard event files
     W/<stage>/grids/          step_<step>.png: gray | unguided (r = 0) | ours | ground truth
 """
@@ -10,6 +11,7 @@ scalars, image grids as PNG (and in TensorBoard), and a progress bar with rate a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -19,6 +21,23 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+
+class _ProjectInfo(logging.Filter):
+    """Lets through this project's INFO lines and everyone's warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "aiaic_jax" in record.pathname
+
+
+def quiet_dependencies() -> None:
+    """Keeps absl's log to this project's INFO lines and warnings (orbax's INFO is noisy)."""
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler()
+    if not any(isinstance(f, _ProjectInfo) for f in handler.filters):
+        handler.addFilter(_ProjectInfo())
+
 
 GRID_COLUMNS = ("gray", "unguided", "ours", "truth")
 _MIN_TILE = 96  # small images are enlarged (nearest) so the grid stays readable

@@ -151,15 +151,19 @@ def _train(
     bar = logs.progress_bar(stage.num_steps, start, enabled=log.enabled, description=stage.name)
     metrics: dict[str, float] = {"compile_seconds": compile_seconds}
     timer_start, timer_step = time.perf_counter(), start
+    window, window_steps = None, 0  # metrics summed on the device since the last log
     try:
         for step in range(start + 1, stage.num_steps + 1):
             if step > start + 1:
                 batch = parallel.to_global(next(iterator), mesh)
             state, step_metrics = compiled(state, batch, rng, constants)
+            window = step_metrics if window is None else _add_metrics(window, step_metrics)
+            window_steps += 1
             bar.update(1)
             last = step == stage.num_steps
             if step % log_every == 0 or last:
-                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                values = {k: float(v) / window_steps for k, v in jax.device_get(window).items()}
+                window, window_steps = None, 0
                 elapsed = time.perf_counter() - timer_start
                 steps_per_second = (step - timer_step) / max(elapsed, 1e-9)
                 values["steps_per_second"] = steps_per_second
@@ -182,6 +186,11 @@ def _train(
     finally:
         bar.close()
     return state, metrics
+
+
+@jax.jit
+def _add_metrics(total: dict[str, jax.Array], step: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return jax.tree.map(jnp.add, total, step)
 
 
 def stage_rng(config: ml_collections.ConfigDict, name: str) -> np.ndarray:
