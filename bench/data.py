@@ -1,13 +1,21 @@
-"""Data throughput: how fast datasets build from video (and, later, how fast batches are read).
+"""Data throughput: how fast datasets build from video, and how fast the pipeline reads batches.
 
     PYTHONPATH=. python bench/data.py                      # every section, default sizes
     PYTHONPATH=. python bench/data.py --sections build --clips 16 --size 640x360
+    PYTHONPATH=. python bench/data.py --sections pipeline --pipeline_sizes 64,256
 
 Section `build`: writes N synthetic 10-s clips (moving textured colour, a tone track) with
 `aiaic_jax.data.media.write_video` into a temporary directory laid out as the AVE and VGGSound
 releases, then times `builder.build()` (decoding, image encoding, TFDS writing) for each builder
 and number of decoding threads (best of --repeats builds), and prints pairs/s. Clip generation is
 not timed.
+
+Section `pipeline`: builds a synthetic world (`--pipeline_pairs` train pairs of 1-s audio) at
+each image size in `--pipeline_sizes`, then reads training batches with
+`aiaic_jax.data.pipeline.train_iterator` (PNG decoding, resize, random crop and flip, audio
+fitted to the clip length, batching) for `--pipeline_batches` batches after one warm-up batch,
+with each number of grain worker processes in `--pipeline_workers`, and prints pairs/s. This
+is the host-side input rate a training step has to stay under.
 
 Each section is a function `(args) -> list[dict]` of table rows, registered in `SECTIONS`.
 """
@@ -125,7 +133,56 @@ def bench_build(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-SECTIONS = {"build": bench_build}
+def bench_pipeline(args: argparse.Namespace) -> list[dict]:
+    from aiaic_jax.data import pipeline
+    from aiaic_jax.data.builders import synthetic
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.pipeline_sizes:
+            config = synthetic.SyntheticConfig(
+                name=f"s{size}",
+                image_size=size,
+                train_pairs=args.pipeline_pairs,
+                val_pairs=8,
+                ave_like_videos=1,
+                ood_pairs=8,
+            )
+            synthetic.Synthetic(data_dir=scratch, config=config).build()
+            for workers in args.pipeline_workers:
+                data = {
+                    "name": "synthetic",
+                    "config_name": f"s{size}",
+                    "data_dir": scratch,
+                    "train_split": "train",
+                    "image_size": size,
+                    "audio_seconds": 1.0,
+                    "batch_size": args.pipeline_batch,
+                    "num_workers": workers,
+                }
+                iterator = pipeline.train_iterator(data, seed=0)
+                next(iterator)  # starts the workers and fills their buffers
+                start = time.perf_counter()
+                for _ in range(args.pipeline_batches):
+                    next(iterator)
+                seconds = time.perf_counter() - start
+                if hasattr(iterator, "close"):
+                    iterator.close()  # stops grain's worker processes
+                pairs = args.pipeline_batches * args.pipeline_batch
+                rows.append(
+                    {
+                        "image_size": size,
+                        "workers": workers,
+                        "batch": args.pipeline_batch,
+                        "batches": args.pipeline_batches,
+                        "seconds": f"{seconds:.2f}",
+                        "pairs/s": f"{pairs / seconds:.0f}",
+                    }
+                )
+    return rows
+
+
+SECTIONS = {"build": bench_build, "pipeline": bench_pipeline}
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -145,6 +202,10 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
@@ -158,6 +219,13 @@ def main() -> None:
         "--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
         help="decoding threads to try, comma-separated",
     )  # fmt: skip
+    parser.add_argument("--pipeline_sizes", type=_ints, default=[64, 256], help="image sides")
+    parser.add_argument("--pipeline_pairs", type=int, default=512, help="train pairs built")
+    parser.add_argument("--pipeline_batch", type=int, default=16)
+    parser.add_argument("--pipeline_batches", type=int, default=40, help="timed batches")
+    parser.add_argument(
+        "--pipeline_workers", type=_ints, default=[0, 2], help="grain worker processes to try"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}; "

@@ -32,7 +32,9 @@ DEFAULT_RUNS = (
 )
 
 
-def measure(config_name: str, stage_name: str, batch_size: int, steps: int) -> dict:
+def measure(
+    config_name: str, stage_name: str, batch_size: int, steps: int, fast_compile: bool = False
+) -> dict:
     """Runs in the child process: one configuration, returns its figures."""
     import importlib
 
@@ -74,7 +76,9 @@ def measure(config_name: str, stage_name: str, batch_size: int, steps: int) -> d
     constants = parallel.replicate(loop.step_constants(stage), mesh)
 
     started = time.perf_counter()
-    compiled = loop.compile_train_step(builder, mesh, state, batch, key, constants)
+    compiled = loop.compile_train_step(
+        builder, mesh, state, batch, key, constants, fast=fast_compile
+    )
     compile_seconds = time.perf_counter() - started
     memory = compiled.memory_analysis()
 
@@ -91,6 +95,7 @@ def measure(config_name: str, stage_name: str, batch_size: int, steps: int) -> d
         "batch": batch_size,
         "image_size": size,
         "gan": builder.discriminator is not None,
+        "fast_compile": fast_compile,
         "compile_s": round(compile_seconds, 1),
         "step_s": round(step_seconds, 3),
         "steps_per_s": round(1.0 / step_seconds, 3),
@@ -128,14 +133,30 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=list(DEFAULT_RUNS))
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
     parser.add_argument("--out", help="append JSON lines here")
+    parser.add_argument(
+        "--fast-compile",
+        action="store_true",
+        help="compile with XLA's backend optimisation off (config.train.fast_compile)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # config:stage:batch, in the child
     args = parser.parse_args()
     if args.one:
         config_name, stage_name, batch = args.one.split(":")
-        print(json.dumps(measure(config_name, stage_name, int(batch), args.steps)))
+        print(
+            json.dumps(measure(config_name, stage_name, int(batch), args.steps, args.fast_compile))
+        )
         return
 
-    columns = ("config", "stage", "batch", "gan", "compile_s", "step_s", "images_per_s")
+    columns = (
+        "config",
+        "stage",
+        "batch",
+        "gan",
+        "fast_compile",
+        "compile_s",
+        "step_s",
+        "images_per_s",
+    )
     columns += ("argument_mb", "temp_mb", "peak_rss_mb")
     print(" | ".join(columns), flush=True)
     for run in args.runs:
@@ -145,7 +166,7 @@ def main() -> None:
                 __file__,
                 f"--one={config_name}:{stage_name}:{batch}",
                 f"--steps={args.steps}",
-            ]
+            ] + (["--fast-compile"] if args.fast_compile else [])
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = done.stderr.strip().splitlines()[-1:] or ["?"]
