@@ -30,6 +30,7 @@ def small_config() -> ml_collections.ConfigDict:
     config.guidance_hidden = 32
     config.audio_width = 8
     config.a2v_hidden = (32,)
+    config.a2v_normalize = True  # the option; test_aux_holds_what_losses_need checks it
     config.relevance_dim = 16
     config.relevance_hidden = 32
     config.relevance_audio_width = 8

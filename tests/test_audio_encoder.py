@@ -84,9 +84,9 @@ def test_train_mode_normalises_with_batch_statistics_and_updates_running_average
     np.testing.assert_allclose(other_out, train_out, atol=1e-5)
 
 
-def test_a2v_maps_audio_features_to_unit_norm_semantics():
+def test_a2v_can_map_audio_features_to_unit_norm_semantics():
     features = jax.random.normal(jax.random.key(0), (4, 512))
-    a2v = A2V(hidden=(64, 32), features=24)
+    a2v = A2V(hidden=(64, 32), features=24, normalize=True)
     variables = a2v.init(jax.random.key(1), features)
     f_a = a2v.apply(variables, features)
     assert f_a.shape == (4, 24)
@@ -96,7 +96,7 @@ def test_a2v_maps_audio_features_to_unit_norm_semantics():
 
 def test_a2v_without_normalisation_is_a_plain_mlp():
     features = jax.random.normal(jax.random.key(0), (4, 512))
-    a2v = A2V(hidden=(), features=24, normalize=False)
+    a2v = A2V(hidden=(), features=24)  # the default: no normalisation
     variables = a2v.init(jax.random.key(1), features)
     p = variables["params"]["fc0"]
     np.testing.assert_allclose(

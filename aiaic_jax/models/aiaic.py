@@ -55,7 +55,7 @@ class AIAIC(nn.Module):
     guidance_hidden: int = 256
     audio_width: int = 64  # E_a base width; 64 is the VGGSound network
     a2v_hidden: Sequence[int] = (512,)
-    a2v_normalize: bool = True
+    a2v_normalize: bool = False
     relevance_dim: int = 128  # d'
     relevance_hidden: int = 256
     relevance_audio_width: int = 64
@@ -179,7 +179,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.guidance_hidden = 256
     config.audio_width = 64  # E_a base width; 64 matches the VGGSound checkpoint
     config.a2v_hidden = (512,)  # A2V hidden widths; a last layer maps to d
-    config.a2v_normalize = True  # f_a^s on the unit sphere, like f_v^s
+    config.a2v_normalize = False  # True: f_a^s on the unit sphere, like f_v^s
     config.relevance_dim = 128  # d', RNet's head output
     config.relevance_hidden = 256
     config.relevance_audio_width = 64  # RNet's audio encoder (VGGSound-pretrained: 64)

@@ -105,13 +105,14 @@ class A2V(nn.Module):
     """A2V: FC layers from the audio feature f_a to the visual semantic space, f_a^s (Eq. 6).
 
     `hidden` lists the widths of the hidden layers (ReLU after each); a last linear layer maps
-    to d. f_a^s is trained to match E_s's unit-norm f_v^s (Eq. 7) and replaces it in stage 3,
-    so by default it is L2-normalised the same way.
+    to d. The paper's A2V is FC layers only, trained by L_s = ||f_a^s - f_v^s||^2 (Eq. 7) to
+    match E_s's unit-norm f_v^s, so f_a^s is not normalised by default: stage 3 can then also
+    scale it, which makes up for r < 1 in the DSG. `normalize=True` puts it on the unit sphere.
     """
 
     hidden: Sequence[int] = (512,)
     features: int = 128  # d, the dimension of f_v^s
-    normalize: bool = True
+    normalize: bool = False
 
     @nn.compact
     def __call__(self, audio_features: jax.Array) -> jax.Array:
