@@ -8,7 +8,9 @@ the others are skipped with the reason printed), reads each split once and score
 on every batch, and writes into the output directory:
 
     results.json      {"<split>": {"<variant>": {"lpips", "psnr", "ssim", "colorfulness", "n"}},
-                       "protocol": {...}, "relevance": {"<split>": {...}}}
+                       "protocol": {...}, "relevance": {"<split>": {...}},
+                       "by_kind": {"<split>": {"<variant>": {"relevant_audio" | "irrelevant_audio"
+                                   | "no_audio": {metrics, "n"}}}} for splits that mix them}
     results.md        LPIPS / PSNR / SSIM per split and variant, colorfulness, r of `full`,
                       and the protocol under the tables
     grids/<split>.png the first pairs of each split: gray | baseline | full | w/o r | truth
@@ -106,6 +108,27 @@ class SplitEvaluation:
         """The contract's entry: each metric per image, averaged over the pairs; and n."""
         means = {name: float(np.mean(self.scores[variant][name])) for name in METRICS}
         return {**means, "n": self.num_pairs}
+
+    def kinds(self) -> dict[str, np.ndarray]:
+        """Boolean masks of the pairs with relevant audio, irrelevant audio and no audio."""
+        return {
+            "relevant_audio": self.has_audio & self.relevant,
+            "irrelevant_audio": self.has_audio & ~self.relevant,
+            "no_audio": ~self.has_audio,
+        }
+
+    def by_kind(self, variant: str) -> dict[str, dict[str, float | int]]:
+        """The summary's metrics over each kind of pair that occurs in the split."""
+        out = {}
+        for kind, selected in self.kinds().items():
+            if selected.any():
+                means = {m: float(np.mean(self.scores[variant][m][selected])) for m in METRICS}
+                out[kind] = {**means, "n": int(selected.sum())}
+        return out
+
+    def mixed(self) -> bool:
+        """Whether the split holds more than one kind of pair (AVE, ave_like)."""
+        return sum(bool(selected.any()) for selected in self.kinds().values()) > 1
 
     def relevance_summary(self, variant: str = "full") -> dict[str, float | int | None]:
         """Mean r over all pairs, pairs with relevant / irrelevant audio, pairs without audio,
@@ -408,6 +431,13 @@ def run(
         results["relevance"] = {
             split: evaluation.relevance_summary("full") for split, evaluation in evaluations.items()
         }
+    by_kind = {
+        split: {name: evaluation.by_kind(name) for name in found}
+        for split, evaluation in evaluations.items()
+        if evaluation.mixed()
+    }
+    if by_kind:
+        results["by_kind"] = by_kind
     target_colorfulness = {
         split: float(np.mean(evaluation.target_colorfulness))
         for split, evaluation in evaluations.items()

@@ -12,6 +12,12 @@ from aiaic_jax.evaluation.variants import VARIANTS
 
 # (key in results.json, column title, digits)
 _COLUMNS = (("lpips", "LPIPS ↓", 4), ("psnr", "PSNR ↑", 3), ("ssim", "SSIM ↑", 4))
+# Kinds of pair in a mixed split (results.json "by_kind"), with their column titles.
+_KINDS = {
+    "relevant_audio": "relevant audio",
+    "irrelevant_audio": "irrelevant audio",
+    "no_audio": "no audio",
+}
 
 
 def protocol(
@@ -83,6 +89,25 @@ def results_markdown(
         ]
         lines.append(_row(["ground truth", *truth]))
     lines.append("")
+
+    for split, per_variant in results.get("by_kind", {}).items():
+        kinds = [k for k in _KINDS if any(k in entry for entry in per_variant.values())]
+        lines += [f"## {split} by kind of pair (PSNR ↑ / LPIPS ↓)", ""]
+        titles = ["variant"] + [
+            f"{_KINDS[k]} ({next(e[k]['n'] for e in per_variant.values() if k in e)})"
+            for k in kinds
+        ]
+        lines += [_row(titles), _row(["---"] + ["---:"] * len(kinds))]
+        for variant in present:
+            entry = per_variant.get(variant.name)
+            if entry is None:
+                continue
+            cells = [variant.label] + [
+                f"{entry[k]['psnr']:.3f} / {entry[k]['lpips']:.4f}" if k in entry else "—"
+                for k in kinds
+            ]
+            lines.append(_row(cells))
+        lines.append("")
 
     if "relevance" in results:
         lines += ["## Relevance r of `full` (RNet; r = 0 where a pair has no audio)", ""]
