@@ -8,6 +8,7 @@ is built into `<workdir>/data` (kept between runs: a second run reuses it).
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
@@ -19,6 +20,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from aiaic_jax.data.builders import synthetic
+from aiaic_jax.evaluation import runner
+from aiaic_jax.train import logs, loop
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,7 +46,54 @@ def build_data(config: ml_collections.ConfigDict, workdir: str) -> None:
     print(report.format(), flush=True)
 
 
-STEPS: tuple[Step, ...] = (build_data,)
+def _timed_stages(config: ml_collections.ConfigDict, workdir: str, stage: str) -> None:
+    start = time.perf_counter()
+    results = loop.run(config, workdir, stage)
+    for name, metrics in results.items():
+        print(
+            f"[demo] {workdir}/{name}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, float))
+        )
+    print(f"[demo] {workdir} {stage}: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def train_full(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The full method: baseline, stage 1, stage 2, RNet, stage 3."""
+    _timed_stages(config, os.path.join(workdir, "full"), "all")
+
+
+def train_without_relevance(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The "w/o r" ablation: SG instead of DSG, stages 1-3 from the full run's baseline."""
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.use_relevance = False
+        config.init_from = os.path.join(workdir, "full", "baseline", "final")
+    for stage in ("1", "2", "3"):
+        _timed_stages(config, os.path.join(workdir, "wo_r"), stage)
+
+
+def train_end_to_end(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The "w/o multi-step" ablation, from the full run's baseline."""
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.init_from = os.path.join(workdir, "full", "baseline", "final")
+    _timed_stages(config, os.path.join(workdir, "e2e"), "e2e")
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+    start = time.perf_counter()
+    runs = {name: os.path.join(workdir, name) for name in ("full", "wo_r", "e2e")}
+    runner.run(config, workdir, runs)
+    print(f"[demo] evaluation: {time.perf_counter() - start:.1f} s", flush=True)
+
+
+STEPS: tuple[Step, ...] = (
+    build_data,
+    train_full,
+    train_without_relevance,
+    train_end_to_end,
+    evaluate,
+)
 
 
 def _check_same_world(dataset_dir: str, builder_config: synthetic.SyntheticConfig) -> None:
@@ -64,6 +114,7 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value
     config.data.data_dir = os.path.join(workdir, "data")
     tfds.disable_progress_bar()
+    logs.quiet_dependencies()
     for number, step in enumerate(STEPS, start=1):
         print(f"[demo] step {number}/{len(STEPS)}: {step.__name__}", flush=True)
         step(config, workdir)
