@@ -1,13 +1,11 @@
 """Builds the default synthetic world and measures it: build time, size, and the probes.
 
-PYTHONPATH=. python bench/synthetic.py [--data_dir DIR] [--audio_encoding bytes]
+PYTHONPATH=. python bench/synthetic.py [--data_dir DIR]
 
 Prints the wall and CPU time of the build, the size of each split on disk, the chroma of `val`,
 the PSNR of a grey and of a class-hue prediction made from the true L, and the accuracy of the
 probes of tests/test_synthetic.py trained on `train` and tested on `val`: class from grayscale L
 statistics (should be chance), class and scene from the audio spectrum, scene from L.
-`--audio_encoding bytes` measures the build with the audio stored as raw bytes
-(`tfds.features.Tensor(..., encoding=BYTES)`) instead of the current shared feature.
 """
 
 import os
@@ -19,30 +17,15 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from skimage import color
 
-from aiaic_jax.data.builders import common
 from aiaic_jax.data.builders import synthetic as world
 from tests import test_synthetic as probes
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Build here (default: a temporary directory).")
-_AUDIO_ENCODING = flags.DEFINE_enum("audio_encoding", "none", ["none", "bytes"], "See above.")
-
-
-_SHARED_FEATURES = common.pair_features
-
-
-def _bytes_audio_features() -> tfds.features.FeaturesDict:
-    features = dict(_SHARED_FEATURES())
-    features["audio"] = tfds.features.Tensor(
-        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
-    )
-    return tfds.features.FeaturesDict(features)
 
 
 def main(argv):
     del argv
     tfds.disable_progress_bar()
-    if _AUDIO_ENCODING.value == "bytes":
-        common.pair_features = _bytes_audio_features
     data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix="synthetic_")
     config = world.SyntheticConfig(name="default")
     builder = world.Synthetic(data_dir=data_dir, config=config)

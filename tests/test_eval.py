@@ -219,7 +219,8 @@ def test_results_json_has_the_contract_structure(world):
     out = world["root"] / "out1"
     with open(out / "results.json") as f:
         results = json.load(f)
-    assert set(results) == {"val", "ave_like", "protocol", "relevance"}
+    assert set(results) == {"val", "ave_like", "protocol", "relevance", "by_kind"}
+    assert list(results["by_kind"]) == ["ave_like"]  # val has relevant audio only
     for split, pairs in (("val", VAL_PAIRS), ("ave_like", AVE_LIKE_PAIRS)):
         assert list(results[split]) == list(PRESENT)
         for entry in results[split].values():
@@ -304,6 +305,43 @@ def test_relevance_summary_separates_relevant_from_other_audio():
     np.testing.assert_allclose(summary["mean_r_irrelevant"], 0.475)
     assert summary["auc_relevant_vs_irrelevant"] == 0.75  # 0.9 beats both, 0.8 beats one
     assert summary["mean_r_no_audio"] == 0.0
+
+
+def test_by_kind_averages_each_kind_of_pair_and_adds_up_to_the_split():
+    psnr = np.array([30.0, 20.0, 10.0, 14.0, 12.0])
+    evaluation = runner.SplitEvaluation(
+        split="x",
+        index=np.arange(5),
+        has_audio=np.array([True, True, True, True, False]),
+        relevant=np.array([True, True, False, False, False]),
+        scores={"full": {m: psnr / 10 if m != "psnr" else psnr for m in runner.METRICS}},
+        relevance={"full": np.zeros(5)},
+        target_colorfulness=np.zeros(5),
+        grid_targets=np.zeros((0, 4, 4, 3), np.uint8),
+        grid_predictions={},
+    )
+    kinds = evaluation.by_kind("full")
+    assert {k: v["n"] for k, v in kinds.items()} == {
+        "relevant_audio": 2,
+        "irrelevant_audio": 2,
+        "no_audio": 1,
+    }
+    assert kinds["relevant_audio"]["psnr"] == 25.0 and kinds["irrelevant_audio"]["psnr"] == 12.0
+    assert kinds["no_audio"]["lpips"] == pytest.approx(1.2)
+    total = sum(v["psnr"] * v["n"] for v in kinds.values()) / 5
+    assert total == pytest.approx(evaluation.summary("full")["psnr"])
+    assert evaluation.mixed()
+
+
+def test_results_md_shows_the_mixed_split_by_kind(world):
+    text = (world["root"] / "out1" / "results.md").read_text()
+    section = text[text.index("## ave_like by kind of pair") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| variant | relevant audio (")
+    by_kind = world["evaluation"].results["by_kind"]["ave_like"]
+    full = by_kind["full"]["relevant_audio"]
+    assert f"{full['psnr']:.3f} / {full['lpips']:.4f}" in rows[3]
+    assert "## val by kind" not in text
 
 
 @pytest.mark.parametrize(
