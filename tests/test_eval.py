@@ -272,7 +272,7 @@ def test_four_devices_give_the_numbers_of_one(world):
     with open(world["root"] / "out4" / "results.json") as f:
         four = json.load(f)
     one = world["evaluation"].results
-    assert set(four) == {"ave_like", "protocol", "relevance"}
+    assert set(four) == {"ave_like", "protocol", "relevance", "by_kind"}
     assert list(four["ave_like"]) == list(MULTI_DEVICE_VARIANTS)
     for name in MULTI_DEVICE_VARIANTS:
         assert four["ave_like"][name]["n"] == one["ave_like"][name]["n"] == AVE_LIKE_PAIRS
@@ -285,6 +285,12 @@ def test_four_devices_give_the_numbers_of_one(world):
             )
     for key, value in one["relevance"]["ave_like"].items():
         np.testing.assert_allclose(four["relevance"]["ave_like"][key], value, rtol=1e-5)
+    for name in MULTI_DEVICE_VARIANTS:
+        for kind, entry in one["by_kind"]["ave_like"][name].items():
+            for metric, value in entry.items():
+                np.testing.assert_allclose(
+                    four["by_kind"]["ave_like"][name][kind][metric], value, rtol=1e-5
+                )
 
 
 def test_relevance_summary_separates_relevant_from_other_audio():
