@@ -83,7 +83,7 @@ def split_grid(evaluation: SplitEvaluation) -> Image.Image:
         if not evaluation.has_audio[row]:
             cells.append("no audio")
         elif not evaluation.relevant[row]:
-            cells.append("other clip's audio")
+            cells.append("irrelevant audio")
         else:
             cells.append("")
         captions.append(cells)
