@@ -134,9 +134,12 @@ def bench_build(args: argparse.Namespace) -> list[dict]:
 
 
 def bench_pipeline(args: argparse.Namespace) -> list[dict]:
+    import tensorflow_datasets as tfds
+
     from aiaic_jax.data import pipeline
     from aiaic_jax.data.builders import synthetic
 
+    tfds.disable_progress_bar()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.pipeline_sizes:
@@ -145,7 +148,7 @@ def bench_pipeline(args: argparse.Namespace) -> list[dict]:
                 image_size=size,
                 train_pairs=args.pipeline_pairs,
                 val_pairs=8,
-                ave_like_videos=1,
+                ave_like_videos=2,  # irrelevant audio needs another pseudo-video
                 ood_pairs=8,
             )
             synthetic.Synthetic(data_dir=scratch, config=config).build()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
 from configs import common
+from tests import tiny_model
 
 IMAGE_SIZE = 64
 AUDIO_SECONDS = 0.5
@@ -43,19 +43,7 @@ def tiny_config(data_dir: str | os.PathLike, *, steps: int = 2, batch_size: int 
     config.data.batch_size = batch_size
     config.data.eval_batch_size = batch_size
 
-    model = config.model
-    model.backbone = "ddcolor_demo"
-    model.backbone_overrides = ml_collections.ConfigDict({"num_queries": 4, "num_color_layers": 1})
-    model.semantic_dim = 16
-    model.semantic_channels = (8, 8, 16, 16)
-    model.semantic_hidden = 32
-    model.guidance_dim = 16
-    model.guidance_hidden = 32
-    model.audio_width = 8
-    model.a2v_hidden = (32,)
-    model.relevance_dim = 16
-    model.relevance_hidden = 32
-    model.relevance_audio_width = 8
+    config.model = tiny_model.model_config()  # the evaluation tests' tiny model
 
     # The perceptual and GAN terms in stage 3 only, the cheapest colour stage to compile
     # (frozen backbone), with a narrow discriminator; the other colour stages train on L1 and
