@@ -127,23 +127,11 @@ def _flax_setup(name: str, size: int, batch: int, mode: str):
 
 def _torch_setup(src: str, size: int, batch: int, mode: str):
     """The official PyTorch DDColor-T step (basicsr's registry stubbed)."""
-    import types
-
     import torch
 
-    class _Registry:
-        def register(self, *args, **kwargs):
-            return lambda obj: obj
+    from bench.parity_ddcolor import import_official
 
-    utils = types.ModuleType("basicsr.utils")
-    registry = types.ModuleType("basicsr.utils.registry")
-    registry.ARCH_REGISTRY = _Registry()
-    utils.registry = registry
-    sys.modules.setdefault("basicsr.utils", utils)
-    sys.modules.setdefault("basicsr.utils.registry", registry)
-    sys.path.insert(0, src)
-    from basicsr.archs.ddcolor_arch import DDColor
-
+    DDColor = import_official(Path(src))
     model = DDColor(
         encoder_name="convnext-t",
         decoder_name="MultiScaleColorDecoder",

@@ -26,13 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aiaic_jax.color import gray_rgb_from_l
 from aiaic_jax.convert.ddcolor import convert_ddcolor
 from aiaic_jax.models.backbones import get_backbone
-from aiaic_jax.models.backbones.ddcolor import gray_rgb_from_l
 from aiaic_jax.models.backbones.ddcolor_decoder import color_maps, upsample_subpixel
 
 
-def _import_official(src: Path):
+def import_official(src: Path):
     """The official DDColor class; basicsr's registry (and its heavy utils package) stubbed."""
     if not (src / "basicsr" / "archs" / "ddcolor_arch.py").is_file():
         raise SystemExit(f"{src}: not a DDColor checkout (no basicsr/archs/ddcolor_arch.py)")
@@ -91,7 +91,7 @@ def main() -> None:
     import torch
 
     torch.manual_seed(args.seed)
-    official = _import_official(args.official_src)(
+    official = import_official(args.official_src)(
         encoder_name="convnext-t" if args.size == "tiny" else "convnext-l",
         decoder_name="MultiScaleColorDecoder",
         input_size=(args.image_size, args.image_size),

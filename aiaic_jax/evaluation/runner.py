@@ -134,8 +134,8 @@ class SplitEvaluation:
         """Mean r over all pairs, pairs with relevant / irrelevant audio, pairs without audio,
         and the AUC of r separating relevant from irrelevant audio (None where undefined)."""
         r = self.relevance[variant]
-        relevant = self.has_audio & self.relevant
-        irrelevant = self.has_audio & ~self.relevant
+        kinds = self.kinds()
+        relevant, irrelevant = kinds["relevant_audio"], kinds["irrelevant_audio"]
         mean = lambda selected: float(np.mean(r[selected])) if selected.any() else None
         auc = None
         if relevant.any() and irrelevant.any():
@@ -150,8 +150,8 @@ class SplitEvaluation:
             "n_relevant": int(relevant.sum()),
             "mean_r_irrelevant": mean(irrelevant),
             "n_irrelevant": int(irrelevant.sum()),
-            "mean_r_no_audio": mean(~self.has_audio),
-            "n_no_audio": int((~self.has_audio).sum()),
+            "mean_r_no_audio": mean(kinds["no_audio"]),
+            "n_no_audio": int(kinds["no_audio"].sum()),
             "auc_relevant_vs_irrelevant": auc,
         }
 
