@@ -68,6 +68,22 @@ def test_frozen_modules_run_in_evaluation_mode(setup):
     assert flags["e2e"] == (True, True)
 
 
+def test_frozen_backbone_stats_stay_while_the_backbone_trains(setup):
+    config, model, template, variables = setup
+    config = config.copy_and_resolve_references()
+    config.stages.stage1.freeze_backbone_stats = True
+    builder = _builder(config, model, template, "stage1")
+    assert not builder.backbone_train
+    states, _ = _run(config, builder, variables, 2)
+    before, after = states[0], states[-1]
+    params_before, params_after = _leaves(before.params["backbone"]), _leaves(after.params["backbone"])
+    assert any(not _same_bits(params_before[k], params_after[k]) for k in params_before)
+    stats_before = _leaves(before.batch_stats["backbone"])
+    stats_after = _leaves(after.batch_stats["backbone"])
+    assert stats_before and stats_before.keys() == stats_after.keys()
+    assert all(_same_bits(stats_before[k], stats_after[k]) for k in stats_before)
+
+
 def test_a_nonfinite_step_is_skipped_and_its_number_kept(setup):
     config, model, template, variables = setup
     config = config.copy_and_resolve_references()

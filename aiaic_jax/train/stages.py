@@ -87,6 +87,7 @@ class Stage:
     init_from: str  # a `save_variables` directory laid over the start, or ""
     previous: str | None
     mask_fraction: float = 0.0  # stage1: share of samples with r = 0
+    freeze_backbone_stats: bool = False  # backbone in evaluation mode while its weights train
     force_relevance: float | None = None  # stage3/e2e: None = r from RNet
     copy_audio_encoder: bool = False  # rnet: E_a -> relevance/audio_encoder
 
@@ -121,6 +122,9 @@ def stage_config(
             "loss": ml_collections.ConfigDict(),
             "optimizer": ml_collections.ConfigDict(),
             "init_from": "",
+            # The backbone runs in evaluation mode (BatchNorm on its running statistics, stored
+            # spectral-norm vectors) while its weights train; meaningful where the backbone trains.
+            "freeze_backbone_stats": False,
         }
     )
     config.update(specifics)
@@ -134,6 +138,8 @@ def default_stages() -> ml_collections.ConfigDict:
     stages.baseline = stage_config(trainable=[r"^backbone/"], frozen=[r"/dsg/"], num_epochs=20)
     # "we mask some ground truth inputs" (Sec. 3.5) without saying how many: 30% of the
     # samples see r = 0, so the backbone stays a good colourizer on its own.
+    # `freeze_backbone_stats=True` keeps the baseline's BatchNorm statistics (docs/training.md,
+    # "Backbone statistics in stage 1"); off by default, as the official recipe trains them.
     stages.stage1 = stage_config(
         trainable=[r"^backbone/", r"^semantic/", r"^guidance/"],
         num_epochs=20,
@@ -201,6 +207,7 @@ def resolve(config: ml_collections.ConfigDict, name: str, train_size: int) -> St
         init_from=str(spec.get("init_from", "") or ""),
         previous=previous_stage(name, use_relevance),
         mask_fraction=float(spec.get("mask_fraction", 0.0)) if use_relevance else 0.0,
+        freeze_backbone_stats=bool(spec.get("freeze_backbone_stats", False)),
         force_relevance=force_relevance,
         copy_audio_encoder=bool(spec.get("copy_audio_encoder", False)),
     )

@@ -148,8 +148,11 @@ class StepBuilder:
             if self.discriminator is not None
             else None
         )
-        # BatchNorm and spectral-norm statistics update only in modules that train.
-        self.backbone_train = _any_trains(self.mask, "backbone", exclude="dsg")
+        # BatchNorm and spectral-norm statistics update only in modules that train, and not in
+        # the backbone when the stage freezes them.
+        self.backbone_train = (
+            _any_trains(self.mask, "backbone", exclude="dsg") and not stage.freeze_backbone_stats
+        )
         self.audio_train = _any_trains(self.mask, "audio")
         self.rnet_audio_train = any(
             trains
