@@ -76,7 +76,8 @@ def test_frozen_backbone_stats_stay_while_the_backbone_trains(setup):
     assert not builder.backbone_train
     states, _ = _run(config, builder, variables, 2)
     before, after = states[0], states[-1]
-    params_before, params_after = _leaves(before.params["backbone"]), _leaves(after.params["backbone"])
+    params_before = _leaves(before.params["backbone"])
+    params_after = _leaves(after.params["backbone"])
     assert any(not _same_bits(params_before[k], params_after[k]) for k in params_before)
     stats_before = _leaves(before.batch_stats["backbone"])
     stats_after = _leaves(after.batch_stats["backbone"])
