@@ -44,9 +44,10 @@ def main() -> None:
         rows[name] = dataclasses.replace(full, name=name, use_rnet=False, fixed_relevance=value)
     checkpoint = args.workdir / "full" / "stage3" / "final"
     tree = runner.load_variables(model, str(checkpoint), config.data.image_size)
-    evaluator = runner.Evaluator(config, {"full": tree})
-    evaluator.variants = list(rows.values())  # every row on the same restored variables
-    evaluator.variables = {name: evaluator.variables["full"] for name in rows}
+    # Every row on the same restored variables (replicated once).
+    evaluator = runner.Evaluator(
+        config, {name: tree for name in rows}, variants=list(rows.values())
+    )
     for split in args.splits.split(","):
         evaluation = evaluator.evaluate_split(split)
         kinds = {k: m for k, m in evaluation.kinds().items() if m.any()}

@@ -12,28 +12,19 @@ from aiaic_jax.models.aiaic import (
     AIAIC,
     MODES,
     build_model,
-    default_model_config,
     init_variables,
 )
 from aiaic_jax.models.vgg import pretrained_vgg16_params
+from tests import tiny_model
 
 B, SIZE, SPECTROGRAM = 2, 64, (257, 98)  # 1 s of 16 kHz audio
 
 
 def small_config() -> ml_collections.ConfigDict:
-    config = default_model_config()
-    config.backbone = "ddcolor_demo"
-    config.semantic_dim = 16
-    config.semantic_channels = (8, 8, 16, 16)
-    config.semantic_hidden = 32
-    config.guidance_dim = 16
-    config.guidance_hidden = 32
-    config.audio_width = 8
-    config.a2v_hidden = (32,)
+    """The tests' small model with the demo backbone's full colour decoder and A2V normalised."""
+    config = tiny_model.model_config()
+    config.backbone_overrides = ml_collections.ConfigDict()
     config.a2v_normalize = True  # the option; test_aux_holds_what_losses_need checks it
-    config.relevance_dim = 16
-    config.relevance_hidden = 32
-    config.relevance_audio_width = 8
     return config
 
 

@@ -251,12 +251,17 @@ class Evaluator:
         *,
         lpips_net: metrics.LpipsNet = "alexnet",
         mesh: jax.sharding.Mesh | None = None,
+        variants: Sequence[Variant] | None = None,
     ):
-        """variables: variant name -> variable tree (numpy or jax); replicated on the mesh."""
+        """variables: variant name -> variable tree (numpy or jax); replicated on the mesh.
+        variants: what each name runs (default `get_variant(name)`), e.g. a `Variant` with r
+        fixed at another value (bench/relevance.py)."""
         self.config = config
         self.model = model_from_config(config)
         self.mesh = mesh or parallel.make_mesh()
-        self.variants = [get_variant(name) for name in variables]
+        self.variants = list(variants) if variants else [get_variant(name) for name in variables]
+        if sorted(v.name for v in self.variants) != sorted(variables):
+            raise ValueError("variants and variables must name the same variants")
         replicated: dict[int, Any] = {}  # one device copy per distinct tree
         self.variables = {}
         for name, tree in variables.items():
