@@ -1,7 +1,12 @@
 """Evaluates trained runs: the variants of the paper's Tables 1-2 on every evaluation split.
 
-python eval.py --config configs/demo.py --workdir runs/demo/eval \
+python eval.py --workdir runs/demo/eval \
     --runs full=runs/demo/full,wo_r=runs/demo/wo_r,e2e=runs/demo/e2e
+python eval.py --config configs/run.py:runs/demo/full --config.data.data_dir=/data/tfds ...
+
+Without --config, the config is the one training wrote into the runs (W/<stage>/config.json;
+the runs must agree on the model and data). --config names another config file; to change a
+field of a run's own config, give it as `configs/run.py:W` and override fields after it.
 
 Writes results.json, results.md and grids/<split>.png into --workdir (see
 aiaic_jax/evaluation/runner.py); a variant whose checkpoint is missing is skipped with a message.
@@ -17,7 +22,10 @@ from aiaic_jax.evaluation.variants import VARIANT_NAMES
 from aiaic_jax.train import logs, parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The configuration the runs were trained with.", lock_config=True
+    "config",
+    None,
+    "A config file (default: the config.json the runs were trained with).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory for results and grids.")
 _RUNS = flags.DEFINE_string(
@@ -38,7 +46,7 @@ _GRID_PAIRS = flags.DEFINE_integer(
     "grid_pairs", runner.DEFAULT_GRID_PAIRS, "Pairs shown in each split's image grid."
 )
 
-flags.mark_flags_as_required(["config", "workdir", "runs"])
+flags.mark_flags_as_required(["workdir", "runs"])
 
 
 def main(argv: list[str]) -> None:

@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.audio = preprocess.audio_config()
 
     # The "w/o r" variant trains no RNet: no masking in stage 1, r = 1 in stage 3. Run it in
-    # its own workdir (RUNS_CONTRACT.md).
+    # its own workdir (docs/runs.md).
     config.use_relevance = True
     # Variables a run starts from when a stage has no previous stage's `final` in the workdir:
     # a directory written by `aiaic_jax.convert` (official weights) or another run's

@@ -38,6 +38,7 @@ import scipy.stats
 from jax.experimental import multihost_utils
 
 from aiaic_jax import color
+from aiaic_jax import runs as run_dirs
 from aiaic_jax.data import pipeline
 from aiaic_jax.evaluation import grids, metrics, tables
 from aiaic_jax.evaluation.variants import (
@@ -377,7 +378,7 @@ def _selected(names: Sequence[str] | None) -> list[Variant]:
 
 
 def run(
-    config: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict | None,
     workdir: str | os.PathLike,
     runs: Mapping[str, str],
     *,
@@ -389,13 +390,13 @@ def run(
 ) -> Evaluation:
     """Evaluates every variant whose checkpoint exists on every split; writes the results.
 
-    config: the runs' config (`model`, `data`, `audio`). workdir: output directory.
-    runs: run name ("full", "wo_r", "e2e") -> its training workdir (RUNS_CONTRACT).
+    config: the runs' config (`model`, `data`, `audio`); None reads the config.json that
+    training wrote beside the checkpoints (`runs.config_for_runs`). workdir: output directory.
+    runs: run name ("full", "wo_r", "e2e") -> its training workdir (docs/runs.md).
     variants: a subset of `VARIANT_NAMES` (default all); splits: default
     `config.data.eval_splits`; max_pairs: only the first pairs of each split (a quick look;
     the numbers are then not the paper's protocol); grid_pairs: pairs shown per grid.
     """
-    config = resolve_config(config)
     found, skipped = find_checkpoints(runs, variants)
     writer = jax.process_index() == 0
     for name, reason in skipped.items():
@@ -404,6 +405,10 @@ def run(
         raise ValueError(
             "nothing to evaluate: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
+    if config is None:
+        config, source = run_dirs.config_for_runs(found)
+        _log(f"config from {source}")
+    config = resolve_config(config)
     model = model_from_config(config)
     by_directory: dict[str, Any] = {}
     variables = {}

@@ -1,7 +1,7 @@
 """What each evaluation variant of the paper's Tables 1-2 runs, and the colorization they share.
 
 A variant names a run (a training workdir given on the command line), the stage directory of
-that run whose `final` variables it uses (RUNS_CONTRACT), the model mode, and how r is set:
+that run whose `final` variables it uses (docs/runs.md), the model mode, and how r is set:
 
     variant               variables              mode      r
     baseline              full/baseline/final    baseline  -

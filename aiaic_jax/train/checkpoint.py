@@ -1,4 +1,4 @@
-"""Checkpoints of a stage (orbax) and its final variables (RUNS_CONTRACT.md).
+"""Checkpoints of a stage (orbax) and its final variables (docs/runs.md).
 
 `W/<stage>/checkpoints/<step>/` holds the train state and the data iterator's state together,
 written by an orbax `CheckpointManager` synchronously: orbax writes into a temporary directory
@@ -10,20 +10,26 @@ exists.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Sharding
 
-from aiaic_jax.convert.common import save_variables
+from aiaic_jax.convert.common import (
+    restore_variables,
+    save_variables,
+    write_replicated_arrays_once,
+)
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+TOPOLOGY = "topology"
 
 
 def stage_dir(workdir: str | os.PathLike, stage: str) -> Path:
@@ -45,29 +51,40 @@ def save_final(workdir: str | os.PathLike, stage: str, variables: dict[str, Any]
 
 
 def load_final(workdir: str | os.PathLike, stage: str) -> dict[str, Any]:
-    return read_variables(final_dir(workdir, stage))
+    return restore_variables(final_dir(workdir, stage))
 
 
-def read_variables(directory: str | os.PathLike) -> dict[str, Any]:
-    """A variable tree written by `save_variables`, as numpy arrays in every process.
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Who wrote a checkpoint: process and device counts and the stage's global batch.
 
-    Restoring as numpy ignores the shardings stored with the arrays, which name the devices
-    of the run that wrote them: another process or device count could not place them.
-    """
-    directory = Path(directory).absolute()
-    if not directory.exists():
-        raise FileNotFoundError(f"{directory}: no such variables directory")
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(directory).item_metadata.tree
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return checkpointer.restore(directory, restore_args=as_numpy)
+    None where a checkpoint of an older version does not say (the process count is then read
+    off the data iterator's files)."""
+
+    process_count: int
+    device_count: int | None = None
+    batch_size: int | None = None
+
+    @classmethod
+    def current(cls, batch_size: int) -> Topology:
+        return cls(jax.process_count(), jax.device_count(), int(batch_size))
+
+    def describe(self) -> str:
+        devices = "" if self.device_count is None else f", {self.device_count} devices"
+        return f"{self.process_count} processes{devices}"
 
 
 class StageCheckpoints:
-    """Periodic checkpoints of one stage: train state + data iterator, the last `keep` kept."""
+    """Periodic checkpoints of one stage: train state + data iterator, the last `keep` kept.
+
+    Each checkpoint also records its `Topology`, so that a stage resumes on another number of
+    devices or processes (the train state is replicated and is placed on the current mesh; the
+    data iterator's state is per process and is restored only when the process count is the
+    same).
+    """
 
     def __init__(self, workdir: str | os.PathLike, stage: str, keep: int):
-        directory = stage_dir(workdir, stage) / CHECKPOINTS
+        self.directory = stage_dir(workdir, stage) / CHECKPOINTS
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max(1, int(keep)),
             create=True,
@@ -76,7 +93,8 @@ class StageCheckpoints:
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
         )
-        self.manager = ocp.CheckpointManager(directory, options=options)
+        write_replicated_arrays_once()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -84,36 +102,59 @@ class StageCheckpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator) -> None:
+    def save(
+        self, step: int, state: Any, data_iterator: grain.DatasetIterator, batch_size: int
+    ) -> None:
+        topology = dataclasses.asdict(Topology.current(batch_size))
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(data_iterator),
+                topology=ocp.args.JsonSave(topology),
             ),
             force=True,
         )
         self.manager.wait_until_finished()
+
+    def topology(self, step: int) -> Topology:
+        """The topology that wrote the checkpoint of `step`."""
+        step_dir = self.directory / str(step)
+        if (step_dir / TOPOLOGY).exists():
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(topology=ocp.args.JsonRestore())
+            )
+            return Topology(**restored["topology"])
+        # Older checkpoints: grain writes one `process_<i>-of-<n>.json` per process.
+        counts = {
+            int(match.group(1))
+            for path in (step_dir / "data").glob("process_*-of-*.json")
+            if (match := re.fullmatch(r"process_\d+-of-(\d+)\.json", path.name))
+        }
+        if len(counts) != 1:
+            raise ValueError(f"{step_dir}: cannot tell how many processes wrote this checkpoint")
+        return Topology(process_count=counts.pop())
 
     def restore(
         self,
         step: int,
         abstract_state: Any,
         sharding: Sharding,
-        data_iterator: grain.DatasetIterator,
+        data_iterator: grain.DatasetIterator | None,
     ) -> Any:
-        """The train state of `step` placed with `sharding`; `data_iterator` is moved to where
-        it was when the checkpoint was written."""
+        """The train state of `step` placed with `sharding` on the current devices.
+
+        data_iterator: moved to where it was when the checkpoint was written; None restores
+        the train state alone (another process count: the per-process iterator states of the
+        writer do not describe this run's shards).
+        """
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract_state
         )
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            ),
-        )
+        items = {"state": ocp.args.StandardRestore(target)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The training loop: `run(config, workdir, stage)` trains one stage or all of them.
 
-For each stage (RUNS_CONTRACT.md): skip it if `W/<stage>/final` exists; otherwise start from
+For each stage (docs/runs.md): skip it if `W/<stage>/final` exists; otherwise start from
 its own latest checkpoint (exact resume: train state and data iterator), else from a fresh
 variable tree overlaid by the previous stage's `final` (or `config.init_from`), then by
 `config.stages.<stage>.init_from`, then by the stage's own copies (RNet: E_a into
@@ -16,7 +16,6 @@ where a non-finite step is noticed (`TrainState.first_bad_step`): training stops
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import partial
 from typing import Any
@@ -28,8 +27,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from aiaic_jax import preprocess
-from aiaic_jax.convert.common import CheckpointMismatch, merge_variables
+from aiaic_jax import preprocess, runs
+from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restore_variables
 from aiaic_jax.data import pipeline
 from aiaic_jax.models.aiaic import AIAIC, build_model
 from aiaic_jax.models.vgg import pretrained_vgg16_params
@@ -73,7 +72,10 @@ def train_stage(
     is_main = jax.process_index() == 0
     train_size = len(pipeline.data_source(config.data, config.data.train_split))
     stage = stages.resolve(config, name, train_size)
-    parallel.per_process_batch_size(stage.batch_size)  # fails early if it does not split
+    checkpoints = checkpoint.StageCheckpoints(workdir, name, int(config.train.keep_checkpoints))
+    start = checkpoints.latest_step()
+    written_by = checkpoints.topology(start) if start is not None else None
+    _check_batch_splits(stage, start, written_by)
     replicated = parallel.replicated(mesh)
     stage_index = stages.STAGE_NAMES.index(name)
 
@@ -84,19 +86,27 @@ def train_stage(
     log.write_config(_config_json(config, stage))
 
     data_config = {**config.data.to_dict(), "batch_size": stage.batch_size}
-    iterator = pipeline.train_iterator(data_config, seed=int(config.seed) * 100 + stage_index)
+    data_seed = int(config.seed) * 100 + stage_index
+    iterator = pipeline.train_iterator(data_config, seed=data_seed)
     rng = parallel.replicate(stage_rng(config, name), mesh)
     constants = parallel.replicate(step_constants(stage), mesh)
 
-    checkpoints = checkpoint.StageCheckpoints(workdir, name, int(config.train.keep_checkpoints))
-    start = checkpoints.latest_step()
     discriminator_template = (
         abstract_discriminator_variables(builder, config) if builder.discriminator else None
     )
     if start is not None:
         abstract_state = jax.eval_shape(builder.init_state, template, discriminator_template)
-        state = checkpoints.restore(start, abstract_state, replicated, iterator)
-        logging.info("%s: resumed from its checkpoint at step %d", name, start)
+        same_processes = written_by.process_count == jax.process_count()
+        state = checkpoints.restore(
+            start, abstract_state, replicated, iterator if same_processes else None
+        )
+        if not same_processes:
+            # Each process read its own shard (every process_count-th pair) in its own order,
+            # so the writer's iterator states do not describe this run's shards: the data
+            # continues in a fresh shuffled order, seeded by the step so that it is not the
+            # order the stage began with.
+            iterator = pipeline.train_iterator(data_config, seed=data_seed + 7919 * start)
+        _log_resume(name, start, written_by, stage, same_processes)
     else:
         start = 0
         variables = initial_variables(config, workdir, stage, model, template)
@@ -181,11 +191,64 @@ def _train(
                 timer_start, timer_step = time.perf_counter(), step
             if (checkpoint_every > 0 and step % checkpoint_every == 0) or last:
                 _raise_if_bad(state, stage.name, checkpoints)
-                checkpoints.save(step, state, iterator)
+                checkpoints.save(step, state, iterator, stage.batch_size)
                 timer_start, timer_step = time.perf_counter(), step
     finally:
         bar.close()
     return state, metrics
+
+
+def _check_batch_splits(
+    stage: stages.Stage, start: int | None, written_by: checkpoint.Topology | None
+) -> None:
+    """Fails before anything is built if the global batch does not split over the devices;
+    when resuming, the message names the device counts of the writer and of this run."""
+    try:
+        parallel.per_process_batch_size(stage.batch_size)
+    except ValueError as error:
+        if start is None or written_by is None:
+            raise
+        raise ValueError(
+            f"{stage.name}: cannot resume the checkpoint at step {start}, written by "
+            f"{written_by.describe()}, on {jax.process_count()} processes, {jax.device_count()} "
+            f"devices: {error} (set config.stages.{stage.name}.batch_size)"
+        ) from None
+
+
+def _log_resume(
+    name: str,
+    start: int,
+    written_by: checkpoint.Topology,
+    stage: stages.Stage,
+    same_processes: bool,
+) -> None:
+    here = checkpoint.Topology.current(stage.batch_size)
+    logging.info("%s: resumed from its checkpoint at step %d", name, start)
+    if written_by.device_count is not None and written_by.device_count != here.device_count:
+        logging.info(
+            "%s: the checkpoint was written by %s; continuing on %s",
+            name,
+            written_by.describe(),
+            here.describe(),
+        )
+    if not same_processes:
+        logging.warning(
+            "%s: the checkpoint was written by %d processes, this run has %d: the train state "
+            "continues from step %d, the data in a new shuffled order (a data iterator's "
+            "position is per process and does not carry over)",
+            name,
+            written_by.process_count,
+            here.process_count,
+            start,
+        )
+    if written_by.batch_size is not None and written_by.batch_size != stage.batch_size:
+        logging.warning(
+            "%s: the global batch changes from %d (the checkpoint's) to %d at step %d",
+            name,
+            written_by.batch_size,
+            stage.batch_size,
+            start,
+        )
 
 
 @jax.jit
@@ -347,7 +410,7 @@ def initial_variables(
     model: AIAIC,
     template: dict[str, Any],
 ) -> dict[str, Any]:
-    """The variables a stage starts from when it has no checkpoint (RUNS_CONTRACT.md, 2a-2c).
+    """The variables a stage starts from when it has no checkpoint (docs/runs.md).
 
     A fresh init runs only when the sources below leave some variable unset.
     """
@@ -356,7 +419,7 @@ def initial_variables(
     if previous is not None and checkpoint.is_complete(workdir, previous):
         sources.append((f"{previous}/final", checkpoint.load_final(workdir, previous)))
     elif config.get("init_from", ""):
-        sources.append((config.init_from, checkpoint.read_variables(config.init_from)))
+        sources.append((config.init_from, restore_variables(config.init_from)))
     elif previous is not None:
         logging.warning(
             "%s: neither %s/final nor config.init_from exists; starting from a fresh init",
@@ -365,7 +428,7 @@ def initial_variables(
         )
     stage_source = None
     if stage.init_from:
-        stage_source = checkpoint.read_variables(stage.init_from)
+        stage_source = restore_variables(stage.init_from)
         sources.append((stage.init_from, stage_source))
 
     covered = set().union(*(_leaf_paths(tree) for _, tree in sources)) if sources else set()
@@ -411,5 +474,4 @@ def _config_json(config: ml_collections.ConfigDict, stage: stages.Stage) -> str:
     resolved = dataclasses.asdict(stage)
     resolved["loss"] = stage.loss.to_dict()
     resolved["optimizer"] = stage.optimizer.to_dict()
-    document = {"config": json.loads(config.to_json_best_effort()), "stage": resolved}
-    return json.dumps(document, indent=2, default=str)
+    return runs.config_document(config, resolved)

@@ -60,7 +60,7 @@ def stages_to_run(arg: str, use_relevance: bool) -> list[str]:
 
 
 def previous_stage(name: str, use_relevance: bool) -> str | None:
-    """The stage whose `final` this one starts from (RUNS_CONTRACT.md)."""
+    """The stage whose `final` this one starts from (docs/runs.md)."""
     return {
         "baseline": None,
         "stage1": "baseline",
