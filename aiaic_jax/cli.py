@@ -1,44 +1,37 @@
 """The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound.
 
-    aiaic colorize --checkpoint runs/demo/full/stage3/final film.mp4 film_colour.mp4
-    aiaic colorize --checkpoint W/full/stage3/final --config configs/demo.py photos/ out/
+    aiaic colorize --checkpoint runs/demo/full film.mp4 film_colour.mp4
+    aiaic colorize --checkpoint W/full --stage baseline photos/ out/
     aiaic colorize --checkpoint W/full/stage3/final --audio street.wav street.jpg street_c.jpg
 
-Installed as the console script `aiaic` (pyproject.toml); `python -m aiaic_jax.cli` also works.
+A thin layer over `aiaic_jax.inference.Colorizer`: it parses the command line and reads and
+writes the files. Installed as the console script `aiaic` (pyproject.toml); `python -m
+aiaic_jax.cli` also works.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import concurrent.futures
 import dataclasses
 import fractions
-import functools
 import importlib.util
 import itertools
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import av
-import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from aiaic_jax import color
+from aiaic_jax import runs
 from aiaic_jax.data import media
 from aiaic_jax.data.builders.folder import media_files
-from aiaic_jax.data.pipeline import fit_audio
-from aiaic_jax.evaluation.variants import (
-    colorize_batch,
-    load_variables,
-    model_from_config,
-    relevance_controls,
-    resolve_config,
-)
-from aiaic_jax.models.aiaic import AIAIC
+from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
 
 SAMPLE_RATE = media.SAMPLE_RATE
 # Containers that hold H.264 video with AAC sound; other video outputs become .mp4.
@@ -58,15 +51,25 @@ INPUT is one of
                OUTPUT is a folder with the same layout. Files that cannot be read are
                reported and skipped.
 
-Without sound, r = 0: the model falls back to its visual backbone (Eq. 8). A video's
-colorized frames are kept in memory until it is encoded (width x height x 3 bytes a frame).
+The model: --checkpoint is a training run W (its stage3, else e2e, else baseline), a stage
+W/<stage> or its variables W/<stage>/final; --stage picks another stage of a run. Its config
+is the config.json training wrote beside the variables, unless --config names a config file;
+--config.FIELD=VALUE overrides a field of either (e.g. --config.data.image_size=128).
 
-Resolution: the model sees the whole image resized (bilinear, aspect ratio not kept) to the
-resolution it was trained at (config.data.image_size); its predicted ab is resized (bilinear)
-back to the input's size and combined with the input's own full-resolution L, as colorization
-tools commonly do. The output has the input's size and keeps all of its
-detail; only the colour is at the model's resolution. A colour input is treated as gray: only
-its L is used.
+Without sound, r = 0: the model falls back to its visual backbone (Eq. 8). --mode sets r
+otherwise: by default from RNet for the full method, 1 for runs without RNet ("w/o r", e2e),
+0 for a baseline. A video's colorized frames are kept in memory until it is encoded (width x
+height x 3 bytes a frame).
+
+Resolution: the model sees the picture at the resolution it was trained at
+(config.data.image_size, square). With --resize pad (the default) the picture keeps its aspect
+ratio: its longer side is resized (bilinear) to that size and the square is filled by
+mirroring its edges; with --resize squash the whole picture is resized to the square, aspect
+ratio not kept, as DDColor's own inference does. The predicted ab of the picture is resized
+(bilinear) back to the input's size and combined with the input's own full-resolution L, as
+colorization tools commonly do. The output has the input's size and keeps all of its detail;
+only the colour is at the model's resolution. A colour input is treated as gray: only its L is
+used.
 
 Exit status: 0 when every input was colorized, 1 when some could not be read or written (each
 one is named), 2 for a wrong command line (paths, config, checkpoint).
@@ -74,10 +77,11 @@ one is named), 2 for a wrong command line (paths, config, checkpoint).
 
 _COLORIZE_EPILOG = """\
 examples:
-  aiaic colorize --checkpoint runs/demo/full/stage3/final street.jpg street_colour.jpg
-  aiaic colorize --checkpoint W/full/stage3/final --audio rain.wav photo.png photo_c.png
-  aiaic colorize --checkpoint W/full/stage3/final --mode 0 old_film.mp4 old_film_c.mp4
+  aiaic colorize --checkpoint runs/demo/full street.jpg street_colour.jpg
+  aiaic colorize --checkpoint W/full --audio rain.wav photo.png photo_c.png
+  aiaic colorize --checkpoint W/full --mode 0 old_film.mp4 old_film_c.mp4
   aiaic colorize --checkpoint W/full/stage3/final --config configs/demo.py scans/ scans_c/
+  aiaic colorize --checkpoint W/full --config.data.audio_seconds=5 film.mkv film_c.mkv
 """
 
 
@@ -89,24 +93,13 @@ class CommandError(Exception):
 # Configuration and model
 
 
-def load_config(path: str | None, checkpoint: str) -> ml_collections.ConfigDict:
-    """The run's config: a Python config file (`get_config()`), or a JSON file such as the
-    `config.json` training writes; by default the `config.json` next to the checkpoint
-    (`W/<stage>/config.json` for `W/<stage>/final`)."""
-    if path is None:
-        candidate = os.path.join(os.path.dirname(os.path.normpath(checkpoint)), "config.json")
-        if not os.path.isfile(candidate):
-            raise CommandError(
-                f"no --config given and no config.json next to the checkpoint ({candidate}); "
-                "pass the config the model was trained with"
-            )
-        path = candidate
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """A config file: Python (`get_config()`) or JSON (a `config.json` training wrote)."""
     if not os.path.isfile(path):
         raise CommandError(f"{path}: no such config file")
     try:
         if path.endswith(".json"):
-            with open(path) as f:
-                return ml_collections.ConfigDict(json.load(f))
+            return runs.read_config(path)
         return _python_config(path)
     except CommandError:
         raise
@@ -136,104 +129,31 @@ def _python_config(path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-@functools.partial(jax.jit, static_argnames=("model", "config"))
-def _predict_ab(
-    variables: Any,
-    batch: dict[str, jax.Array],
-    controls: dict[str, jax.Array],
-    *,
-    model: AIAIC,
-    config: ml_collections.FrozenConfigDict,
-) -> tuple[jax.Array, jax.Array]:
-    ab, relevance, _ = colorize_batch(model, config, variables, batch, controls, "audio")
-    return ab, relevance
-
-
-@jax.jit
-def _full_resolution(rgb_u8: jax.Array, ab: jax.Array) -> jax.Array:
-    """Input [H, W, 3] uint8 + model ab [S, S, 2] -> [H, W, 3] uint8: the input's own L with ab
-    resized (bilinear) to H x W."""
-    gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb_u8))
-    ab = jax.image.resize(ab, (*rgb_u8.shape[:2], ab.shape[-1]), method="bilinear")
-    return color.l_ab_to_rgb_uint8(gray_l, ab)
-
-
-@dataclasses.dataclass
-class Colorized:
-    rgb: np.ndarray  # [H, W, 3] uint8 at the input's resolution
-    relevance: float  # the r that gated the audio guidance
-    has_audio: bool
-
-
-class Colorizer:
-    """A trained model, ready to colorize batches of images of any size with their audio."""
-
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        checkpoint: str,
-        *,
-        mode: str = "auto",
-        batch_size: int = 8,
-    ):
-        """mode: "auto" (r from RNet), "1" or "0" (r forced); r = 0 without audio in every mode."""
-        if mode not in ("auto", "1", "0"):
-            raise CommandError(f"--mode {mode!r}: choose auto, 1 or 0")
-        if batch_size < 1:
-            raise CommandError(f"--batch_size must be at least 1, got {batch_size}")
-        try:
-            self.config = resolve_config(config)
-        except ValueError as error:
-            raise CommandError(str(error)) from None
-        self.model = model_from_config(self.config)
-        self.image_size = int(self.config.data.image_size)
-        self.audio_seconds = float(self.config.data.audio_seconds)
-        self.num_samples = round(self.audio_seconds * SAMPLE_RATE)
-        self.batch_size = batch_size
-        try:
-            variables = load_variables(self.model, checkpoint, self.image_size)
-        except (FileNotFoundError, ValueError) as error:
-            raise CommandError(str(error)) from None
-        self.variables = jax.device_put(variables)
-        self.controls = relevance_controls(
-            use_rnet=mode == "auto",
-            fixed_relevance=1.0 if mode == "auto" else float(mode),
-            gate_missing_audio=True,
-        )
-
-    def colorize(
-        self, images: Sequence[np.ndarray], audios: Sequence[np.ndarray | None]
-    ) -> list[Colorized]:
-        """images: [H_i, W_i, 3] uint8 each; audios: 16 kHz mono int16 each, or None."""
-        results: list[Colorized] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = list(images[start : start + self.batch_size])
-            sounds = list(audios[start : start + self.batch_size])
-            ab, relevance = self._model_batch(chunk, sounds)
-            for i, image in enumerate(chunk):
-                rgb = np.asarray(_full_resolution(image, ab[i]))
-                results.append(Colorized(rgb, float(relevance[i]), sounds[i] is not None))
-        return results
-
-    def _model_batch(
-        self, images: list[np.ndarray], audios: list[np.ndarray | None]
-    ) -> tuple[jax.Array, np.ndarray]:
-        size, count = self.image_size, len(images)
-        rgb = np.zeros((self.batch_size, size, size, 3), np.uint8)  # padded: one compiled shape
-        audio = np.zeros((self.batch_size, self.num_samples), np.int16)
-        has_audio = np.zeros((self.batch_size,), bool)
-        for i, (image, sound) in enumerate(zip(images, audios)):
-            rgb[i] = np.asarray(
-                Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+def load_colorizer(args: argparse.Namespace) -> Colorizer:
+    """The model the command line names: --checkpoint (a run, stage or variables directory),
+    --stage, the config training wrote beside it unless --config names another, then the
+    --config.x=y overrides."""
+    try:
+        found = runs.find_checkpoint(args.checkpoint, args.stage)
+        if args.config is not None:
+            config = load_config_file(args.config)
+        elif found.config_file is not None:
+            config = runs.read_config(found.config_file)
+        else:
+            raise CommandError(
+                f"{found.path}: no {runs.CONFIG_FILE} beside the checkpoint (a converted one?); "
+                "pass --config, the config the model was trained with"
             )
-            if sound is not None and sound.size:
-                audio[i] = fit_audio(sound, self.num_samples)
-                has_audio[i] = True
-        batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
-        ab, relevance = _predict_ab(
-            self.variables, batch, self.controls, model=self.model, config=self.config
+        config = runs.apply_overrides(config, args.overrides)
+        return Colorizer.from_checkpoint(
+            found.path,
+            config,
+            mode=args.mode,
+            batch_size=args.batch_size,
+            resize=args.resize,
         )
-        return ab[:count], np.asarray(relevance)[:count]
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,34 +185,71 @@ def _describe_r(result: Colorized) -> str:
     return f"r = {result.relevance:.2f}"
 
 
+def _load_job(job: tuple[str, str | None, str], audio_seconds: float) -> Any:
+    """Decodes one (image, audio or None, output) job; a MediaError names the bad file."""
+    image_path, audio_path, output = job
+    try:
+        image = media.load_image(image_path).rgb
+        audio = None
+        if audio_path:
+            audio = media.load_audio(audio_path, max_seconds=audio_seconds)
+    except media.MediaError as error:
+        return error
+    return image_path, image, audio, output
+
+
+def _save_job(image_path: str, output: str, result: Colorized) -> str | None:
+    """Writes one result; returns the failure message, or None after printing the success."""
+    try:
+        save_image(output, result.rgb)
+    except (OSError, ValueError) as error:
+        message = f"{output}: cannot write ({error})"
+        print(f"failed {message}", file=sys.stderr, flush=True)
+        return message
+    print(f"{image_path} -> {output} ({_describe_r(result)})", flush=True)
+    return None
+
+
 def colorize_images(colorizer: Colorizer, jobs: Sequence[tuple[str, str | None, str]]) -> list[str]:
     """Colorizes (image, audio or None, output) jobs in batches. Returns the failures, each a
-    message naming the file; the other outputs are written."""
-    failures = []
-    for start in range(0, len(jobs), colorizer.batch_size):
-        ready = []
-        for image_path, audio_path, output in jobs[start : start + colorizer.batch_size]:
-            try:
-                image = media.load_image(image_path).rgb
-                audio = None
-                if audio_path:
-                    audio = media.load_audio(audio_path, max_seconds=colorizer.audio_seconds)
-            except media.MediaError as error:
-                failures.append(str(error))
-                print(f"skipped {error}", file=sys.stderr, flush=True)
+    message naming the file; the other outputs are written.
+
+    Decoding (images and sound, each file once) and writing run on a pool of threads, ahead of
+    and behind the model, so that the model waits on the files as little as possible; at most
+    two batches of decoded pictures are held at a time.
+    """
+    failures: list[str] = []
+    workers = max(2, os.cpu_count() or 1)
+    lookahead = 2 * colorizer.batch_size
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: collections.deque = collections.deque()
+        saves: list[concurrent.futures.Future] = []
+        remaining = iter(jobs)
+
+        def fill() -> None:
+            while len(pending) < lookahead:
+                job = next(remaining, None)
+                if job is None:
+                    return
+                pending.append(pool.submit(_load_job, job, colorizer.audio_seconds))
+
+        fill()
+        while pending:
+            ready = []
+            while pending and len(ready) < colorizer.batch_size:
+                loaded = pending.popleft().result()
+                fill()
+                if isinstance(loaded, media.MediaError):
+                    failures.append(str(loaded))
+                    print(f"skipped {loaded}", file=sys.stderr, flush=True)
+                    continue
+                ready.append(loaded)
+            if not ready:
                 continue
-            ready.append((image_path, image, audio, output))
-        if not ready:
-            continue
-        results = colorizer.colorize([r[1] for r in ready], [r[2] for r in ready])
-        for (image_path, _, _, output), result in zip(ready, results):
-            try:
-                save_image(output, result.rgb)
-            except (OSError, ValueError) as error:
-                failures.append(f"{output}: cannot write ({error})")
-                print(f"failed {output}: cannot write ({error})", file=sys.stderr, flush=True)
-                continue
-            print(f"{image_path} -> {output} ({_describe_r(result)})", flush=True)
+            results = colorizer.colorize_prepared([r[1] for r in ready], [r[2] for r in ready])
+            for (image_path, _, _, output), result in zip(ready, results):
+                saves.append(pool.submit(_save_job, image_path, output, result))
+        failures += [message for future in saves if (message := future.result()) is not None]
     return failures
 
 
@@ -436,7 +393,7 @@ def colorize_video(
                 continue
             centre = (time - start) if time is not None else (len(frames_out) + index) / fps
             audios.append(audio_window(soundtrack.model_audio, centre, window_seconds))
-        for result in colorizer.colorize([frame for frame, _ in pending], audios):
+        for result in colorizer.colorize_prepared([frame for frame, _ in pending], audios):
             frames_out.append(result.rgb)
             relevance.append(result.relevance)
         times.extend(time for _, time in pending)
@@ -554,8 +511,7 @@ def colorize_command(args: argparse.Namespace) -> int:
     if kind == "folder" and os.path.isfile(target):
         raise CommandError(f"{target}: the output of a folder is a folder, and this is a file")
 
-    config = load_config(args.config, args.checkpoint)
-    colorizer = Colorizer(config, args.checkpoint, mode=args.mode, batch_size=args.batch_size)
+    colorizer = load_colorizer(args)
     if kind == "folder":
         failures = colorize_folder(colorizer, source, target, args.audio_window)
         if failures:
@@ -600,13 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         metavar="DIR",
-        help="trained variables, e.g. W/full/stage3/final (a baseline checkpoint: use --mode 0)",
+        help="a training run W (its stage3, e2e or baseline), a stage W/<stage>, or variables "
+        "W/<stage>/final",
+    )
+    colorize.add_argument(
+        "--stage",
+        metavar="NAME",
+        help="with a run directory: the stage to colorize with (stage3, e2e, baseline, ...)",
     )
     colorize.add_argument(
         "--config",
         metavar="FILE",
-        help="the config the model was trained with: a .py config file or a config.json "
-        "(default: config.json next to the checkpoint directory)",
+        help="a config file (.py or a config.json) instead of the config.json the run wrote; "
+        "--config.FIELD=VALUE overrides a field either way",
     )
     colorize.add_argument(
         "--audio", metavar="FILE", help="the sound of a single image INPUT (wav, flac, ogg, mp3)"
@@ -614,10 +576,17 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument(
         "--mode",
         choices=("auto", "1", "0"),
-        default="auto",
-        help="the relevance r of the audio guidance (Eq. 8): auto = from RNet (default), "
-        "1 = always follow the audio, 0 = ignore it (the visual backbone alone); "
-        "r = 0 wherever there is no sound",
+        default=None,
+        help="the relevance r of the audio guidance (Eq. 8): auto = from RNet, 1 = always follow "
+        "the audio, 0 = ignore it (the visual backbone alone); r = 0 wherever there is no "
+        "sound. Default: auto for the full method, 1 for runs without RNet, 0 for a baseline",
+    )
+    colorize.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="pad",
+        help="how a picture meets the model's square: pad = aspect ratio kept, edges mirrored "
+        "(default); squash = resized to the square",
     )
     colorize.add_argument(
         "--batch_size", type=int, default=8, metavar="N", help="images per model call (default 8)"
@@ -634,7 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `aiaic` console script. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [item for item in unknown if item.startswith("--config.")]
+    if len(overrides) != len(unknown):
+        parser.error(f"unrecognized arguments: {' '.join(set(unknown) - set(overrides))}")
+    args.overrides = overrides
     try:
         return args.handler(args)
     except CommandError as error:

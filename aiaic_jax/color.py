@@ -104,6 +104,33 @@ def lab_to_rgb(lab: jax.Array) -> jax.Array:
     return jnp.clip(rgb, 0.0, 1.0)
 
 
+def _linear_from_uint8() -> np.ndarray:
+    levels = np.arange(256) / 255.0
+    curve = ((levels + 0.055) / 1.055) ** 2.4
+    return np.where(levels > _SRGB_DECODE_KNEE, curve, levels / 12.92).astype(np.float32)
+
+
+# sRGB decoding of every uint8 level: a lookup instead of a power per pixel and channel.
+_LINEAR_FROM_UINT8 = _linear_from_uint8()
+
+
+def l_from_rgb_uint8(rgb_u8: jax.Array) -> jax.Array:
+    """The L channel [..., 1] (in [0, 100]) of a uint8 sRGB image [..., 3].
+
+    The same L as `rgb_to_lab(rgb_u8 / 255)`, computed for large images: the sRGB curve is a
+    256-entry table and only Y is formed (L depends on Y alone).
+    """
+    rgb_u8 = jnp.asarray(rgb_u8)
+    _check_channels(rgb_u8, 3, "rgb_u8")
+    linear = jnp.asarray(_LINEAR_FROM_UINT8)[rgb_u8.astype(jnp.int32)]
+    weights = jnp.asarray(XYZ_FROM_RGB[1] / D65_WHITE[1], jnp.float32)
+    y = jnp.einsum("...j,j->...", linear, weights, precision=jax.lax.Precision.HIGHEST)
+    f = jnp.where(
+        y > _LAB_EPSILON, jnp.cbrt(jnp.maximum(y, _LAB_EPSILON)), _LAB_SLOPE * y + _LAB_OFFSET
+    )
+    return (116.0 * f - 16.0)[..., None]
+
+
 def rgb_to_l_ab(rgb: jax.Array) -> tuple[jax.Array, jax.Array]:
     """sRGB [..., 3] in [0, 1] -> (gray_l [..., 1] in [0, 100], ab [..., 2] raw units)."""
     lab = rgb_to_lab(rgb)

@@ -1,0 +1,375 @@
+"""Colorizing with a trained model: the library API under `aiaic colorize`.
+
+    from aiaic_jax.inference import Colorizer
+
+    colorizer = Colorizer.from_run("runs/demo/full")  # W/stage3/final with W/stage3/config.json
+    rgb, r = colorizer.colorize(grey_photo, audio=waveform, sample_rate=44100)
+    rgbs, rs = colorizer.colorize([photo_a, photo_b], audio=[sound_a, None], sample_rate=16000)
+
+Images are numpy arrays of any size: grey `[H, W]` or `[H, W, 1]`, or RGB `[H, W, 3]` (only
+its L is used), uint8 or float in [0, 1]; a batch is a list of them or one `[N, H, W(, C)]`
+array. Sound is a waveform `[T]` or `[T, channels]` (int16, or float in [-1, 1]) at
+`sample_rate`; it is mixed to mono, resampled to 16 kHz and tiled or cut to the length the
+model was trained with. Without sound r = 0 and the visual backbone colours alone (Eq. 8).
+
+Geometry: the network runs at its training resolution S x S (`config.data.image_size`). By
+default ("pad") the picture is resized with its aspect ratio kept so that its longer side is
+S, centred, and the rest of the square is filled by mirroring the picture's edges (mirrored
+content keeps the per-channel statistics that SG/AdaIN normalises closer to the picture's own
+than a constant border would); the predicted ab of the picture's box is then resized (bilinear)
+to the input's size. "squash" resizes the whole picture to S x S ignoring its aspect ratio, as
+the official DDColor inference does. Either way the output has the input's size and its own
+full-resolution L; only the colour comes at the model's resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from aiaic_jax import color, runs
+from aiaic_jax.data.pipeline import fit_audio
+from aiaic_jax.evaluation.variants import (
+    colorize_batch,
+    load_variables,
+    model_from_config,
+    relevance_controls,
+    resolve_config,
+)
+from aiaic_jax.models.aiaic import AIAIC
+
+SAMPLE_RATE = 16000
+MODES = ("auto", "1", "0")
+RESIZE_MODES = ("pad", "squash")
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """Where the picture lies in the model's S x S input, in model pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def fit_to_model(rgb: np.ndarray, size: int, resize: str = "pad") -> tuple[np.ndarray, Box]:
+    """[H, W, 3] uint8 -> (the model's [size, size, 3] uint8 input, the picture's box in it).
+
+    resize "pad": aspect ratio kept, longer side `size`, centred, the margins mirrored from the
+    picture; "squash": the whole picture resized to size x size. Bilinear, antialiased (PIL).
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize={resize!r}; one of {', '.join(RESIZE_MODES)}")
+    height, width = rgb.shape[:2]
+    if resize == "squash":
+        return _resize(rgb, size, size), Box(0, 0, size, size)
+    scale = size / max(height, width)
+    box_height = min(size, max(1, round(height * scale)))
+    box_width = min(size, max(1, round(width * scale)))
+    picture = _resize(rgb, box_height, box_width)
+    top, left = (size - box_height) // 2, (size - box_width) // 2
+    padding = ((top, size - box_height - top), (left, size - box_width - left), (0, 0))
+    return np.pad(picture, padding, mode="symmetric"), Box(top, left, box_height, box_width)
+
+
+def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+def _bucket(length: int) -> int:
+    """`length` rounded up to one of 8 sizes per octave (at least a multiple of 16), so that
+    pictures of many sizes share a few compiled compositions (at most 1/8 more pixels)."""
+    step = max(16, 1 << max(0, length.bit_length() - 4))
+    return -(-length // step) * step
+
+
+@jax.jit
+def _compose(
+    rgb_u8: jax.Array, ab: jax.Array, scale: jax.Array, translation: jax.Array
+) -> jax.Array:
+    """The picture's own L with the model's ab resized onto it.
+
+    rgb_u8: [H, W, 3] uint8 (H, W a bucket size; the picture in its top-left corner);
+    ab: [S, S, 2] raw Lab units; scale, translation: [2] float, mapping the box to the picture
+    (`jax.image.scale_and_translate`, which `jax.image.resize` uses: the same bilinear,
+    antialiased when shrinking). Returns [H, W, 3] uint8.
+    """
+    gray_l = color.l_from_rgb_uint8(rgb_u8)
+    full_ab = jax.image.scale_and_translate(
+        ab, (*rgb_u8.shape[:2], 2), (0, 1), scale, translation, method="linear", antialias=True
+    )
+    return color.l_ab_to_rgb_uint8(gray_l, full_ab)
+
+
+def full_resolution(rgb_u8: np.ndarray, ab: jax.Array, box: Box) -> np.ndarray:
+    """[H, W, 3] uint8 + the model's ab [S, S, 2] for the picture in `box` -> [H, W, 3] uint8
+    with the input's own L."""
+    height, width = rgb_u8.shape[:2]
+    bucket = (_bucket(height), _bucket(width))
+    padded = np.pad(rgb_u8, ((0, bucket[0] - height), (0, bucket[1] - width), (0, 0)), "edge")
+    scale = np.array([height / box.height, width / box.width], np.float32)
+    translation = np.array([-box.top * scale[0], -box.left * scale[1]], np.float32)
+    return np.asarray(_compose(padded, ab, scale, translation))[:height, :width]
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """A grey [H, W] / [H, W, 1] or RGB [H, W, 3] image, uint8 or float in [0, 1] -> [H, W, 3]
+    uint8."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"an image is [H, W], [H, W, 1] or [H, W, 3]; got shape {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"an image has at least one pixel; got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)):
+            raise ValueError("the image holds NaN or infinite values")
+        return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ValueError(f"an image is uint8 or float in [0, 1]; got {image.dtype}")
+
+
+def as_model_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A waveform [T] or [T, C] (int16, other ints, or float in [-1, 1]) at `sample_rate` ->
+    16 kHz mono int16 [N]. Non-finite float samples become silence."""
+    audio = np.asarray(audio)
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"a waveform is [T] or [T, channels]; got shape {audio.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if np.issubdtype(audio.dtype, np.integer):
+        wave = audio.astype(np.float64) / (np.iinfo(audio.dtype).max + 1.0)
+    elif np.issubdtype(audio.dtype, np.floating):
+        wave = np.nan_to_num(audio.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        raise ValueError(f"a waveform is int or float; got {audio.dtype}")
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    wave = wave.astype(np.float32)
+    if sample_rate != SAMPLE_RATE and wave.size:
+        import librosa
+
+        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+    return np.round(np.clip(wave, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "config"))
+def _predict_ab(
+    variables: Any,
+    batch: dict[str, jax.Array],
+    controls: dict[str, jax.Array],
+    *,
+    model: AIAIC,
+    config: ml_collections.FrozenConfigDict,
+) -> tuple[jax.Array, jax.Array]:
+    ab, relevance, _ = colorize_batch(model, config, variables, batch, controls, "audio")
+    return ab, relevance
+
+
+@dataclasses.dataclass
+class Colorized:
+    rgb: np.ndarray  # [H, W, 3] uint8 at the input's resolution
+    relevance: float  # the r that gated the audio guidance
+    has_audio: bool
+
+
+def default_mode(config: ml_collections.ConfigDict, stage: str | None) -> str:
+    """How r is set for a run's stage when the user does not say: from RNet for the full
+    method, 1 for the runs without RNet ("w/o r", e2e), 0 for a baseline (the backbone
+    alone)."""
+    if stage == "baseline":
+        return "0"
+    if stage == "e2e" or not bool(config.get("use_relevance", True)):
+        return "1"
+    return "auto"
+
+
+class Colorizer:
+    """A trained model, ready to colorize images of any size with their sound."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        variables: Any,
+        *,
+        mode: str = "auto",
+        batch_size: int = 8,
+        resize: str = "pad",
+    ):
+        """config: the run's config (`model`, `data.image_size`, `data.audio_seconds`, `audio`);
+        variables: its `{"params", "batch_stats"}` (numpy or jax); mode: "auto" (r from RNet),
+        "1" or "0" (r fixed; r = 0 without sound in every mode); batch_size: images per model
+        call; resize: "pad" or "squash" (the module docstring)."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: choose auto, 1 or 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize {resize!r}: choose {' or '.join(RESIZE_MODES)}")
+        self.config = resolve_config(config)
+        self.model = model_from_config(self.config)
+        self.image_size = int(self.config.data.image_size)
+        self.audio_seconds = float(self.config.data.audio_seconds)
+        self.num_samples = round(self.audio_seconds * SAMPLE_RATE)
+        self.batch_size = batch_size
+        self.mode = mode
+        self.resize = resize
+        self.variables = jax.device_put(variables)
+        self.controls = relevance_controls(
+            use_rnet=mode == "auto",
+            fixed_relevance=1.0 if mode == "auto" else float(mode),
+            gate_missing_audio=True,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike,
+        config: ml_collections.ConfigDict | None = None,
+        *,
+        mode: str | None = None,
+        **options: Any,
+    ) -> Colorizer:
+        """From a run directory `W` (its stage3, e2e or baseline final), a stage directory
+        `W/<stage>` or a variables directory `W/<stage>/final`. config: None reads the
+        config.json training wrote beside the variables; mode None: `default_mode`."""
+        found = runs.find_checkpoint(checkpoint)
+        return cls._load(found, config, mode, options)
+
+    @classmethod
+    def from_run(
+        cls,
+        run: str | os.PathLike,
+        stage: str | None = None,
+        *,
+        config: ml_collections.ConfigDict | None = None,
+        mode: str | None = None,
+        **options: Any,
+    ) -> Colorizer:
+        """From a run directory: `stage` (e.g. "stage3", "e2e", "baseline"), by default the
+        first of stage3, e2e and baseline that is complete."""
+        found = runs.find_checkpoint(run, stage)
+        return cls._load(found, config, mode, options)
+
+    @classmethod
+    def _load(
+        cls,
+        found: runs.Checkpoint,
+        config: ml_collections.ConfigDict | None,
+        mode: str | None,
+        options: dict[str, Any],
+    ) -> Colorizer:
+        if config is None:
+            if found.config_file is None:
+                raise FileNotFoundError(
+                    f"{found.path}: no {runs.CONFIG_FILE} beside it; give the config the model "
+                    "was trained with"
+                )
+            config = runs.read_config(found.config_file)
+        resolved = resolve_config(config)
+        model = model_from_config(resolved)
+        variables = load_variables(model, found.path, int(resolved.data.image_size))
+        chosen = mode if mode is not None else default_mode(config, found.stage)
+        if found.stage == "baseline" and chosen != "0":
+            logging.warning(
+                "%s: a baseline has no trained guidance; colorizing with r = %s", found.path, chosen
+            )
+        colorizer = cls(config, variables, mode=chosen, **options)
+        colorizer.checkpoint = found
+        return colorizer
+
+    def colorize(
+        self,
+        image: np.ndarray | Sequence[np.ndarray],
+        audio: np.ndarray | Sequence[np.ndarray | None] | None = None,
+        sample_rate: int | None = None,
+    ) -> tuple[np.ndarray, float] | tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
+        """Colorizes one image or a batch (see the module docstring for the accepted forms).
+
+        audio: None (no sound), one waveform (for a batch: shared by every image, prepared
+        once), or for a batch a list with a waveform or None per image. sample_rate: of the
+        waveforms (default 16000).
+        Returns (rgb [H, W, 3] uint8, r) for one image; for a batch (a list of rgb, or an
+        [N, H, W, 3] array when the input was one array, and r [N]).
+        """
+        single = not isinstance(image, (list, tuple)) and not _is_batch_array(image)
+        images = [image] if single else list(image)
+        rate = SAMPLE_RATE if sample_rate is None else int(sample_rate)
+        if audio is None or not isinstance(audio, (list, tuple)):
+            shared = None if audio is None else as_model_audio(audio, rate)
+            sounds = [shared] * len(images)
+        else:
+            if len(audio) != len(images):
+                raise ValueError(f"{len(images)} images but {len(audio)} waveforms")
+            sounds = [None if a is None else as_model_audio(a, rate) for a in audio]
+        results = self.colorize_prepared([as_rgb_uint8(i) for i in images], sounds)
+        relevance = np.array([r.relevance for r in results], np.float32)
+        if single:
+            return results[0].rgb, float(relevance[0])
+        rgbs = [r.rgb for r in results]
+        if isinstance(image, np.ndarray) and len({r.shape for r in rgbs}) == 1:
+            return np.stack(rgbs), relevance
+        return rgbs, relevance
+
+    def colorize_prepared(
+        self, images: Sequence[np.ndarray], audios: Sequence[np.ndarray | None]
+    ) -> list[Colorized]:
+        """images: [H_i, W_i, 3] uint8 each; audios: 16 kHz mono int16 each, or None."""
+        results: list[Colorized] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = list(images[start : start + self.batch_size])
+            sounds = list(audios[start : start + self.batch_size])
+            boxes, ab, relevance = self._model_batch(chunk, sounds)
+            for i, picture in enumerate(chunk):
+                rgb = full_resolution(picture, ab[i], boxes[i])
+                has_audio = sounds[i] is not None and sounds[i].size > 0
+                results.append(Colorized(rgb, float(relevance[i]), has_audio))
+        return results
+
+    def _model_batch(
+        self, images: list[np.ndarray], audios: list[np.ndarray | None]
+    ) -> tuple[list[Box], jax.Array, np.ndarray]:
+        size, count = self.image_size, len(images)
+        rgb = np.zeros((self.batch_size, size, size, 3), np.uint8)  # padded: one compiled shape
+        audio = np.zeros((self.batch_size, self.num_samples), np.int16)
+        has_audio = np.zeros((self.batch_size,), bool)
+        boxes = []
+        prepared: dict[int, np.ndarray] = {}  # a sound shared by several images, fitted once
+        for i, (image, sound) in enumerate(zip(images, audios)):
+            rgb[i], box = fit_to_model(image, size, self.resize)
+            boxes.append(box)
+            if sound is not None and sound.size:
+                if id(sound) not in prepared:
+                    prepared[id(sound)] = fit_audio(sound, self.num_samples)
+                audio[i] = prepared[id(sound)]
+                has_audio[i] = True
+        batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
+        ab, relevance = _predict_ab(
+            self.variables, batch, self.controls, model=self.model, config=self.config
+        )
+        return boxes, ab[:count], np.asarray(relevance)[:count]
+
+
+def _is_batch_array(image: Any) -> bool:
+    """An [N, H, W] or [N, H, W, C] array (an [H, W, 1] or [H, W, 3] array is one image)."""
+    array = np.asarray(image) if isinstance(image, np.ndarray) else None
+    if array is None:
+        return False
+    return array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (1, 3))
