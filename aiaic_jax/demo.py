@@ -8,7 +8,6 @@ is built into `<workdir>/data` (kept between runs: a second run reuses it).
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from ml_collections import config_flags
 
 from aiaic_jax.data.builders import synthetic
 from aiaic_jax.evaluation import runner
-from aiaic_jax.train import logs, loop
+from aiaic_jax.train import logs, pipelines
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,38 +45,33 @@ def build_data(config: ml_collections.ConfigDict, workdir: str) -> None:
     print(report.format(), flush=True)
 
 
-def _timed_stages(config: ml_collections.ConfigDict, workdir: str, stage: str) -> None:
+def _timed_pipeline(
+    config: ml_collections.ConfigDict, workdir: str, name: str, baseline_from: str | None = None
+) -> None:
     start = time.perf_counter()
-    results = loop.run(config, workdir, stage)
-    for name, metrics in results.items():
+    run_dir = os.path.join(workdir, name)
+    results = pipelines.run(config, name, run_dir, baseline_from)
+    for stage, metrics in results.items():
         print(
-            f"[demo] {workdir}/{name}: "
+            f"[demo] {run_dir}/{stage}: "
             + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, float))
         )
-    print(f"[demo] {workdir} {stage}: {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"[demo] {run_dir}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def train_full(config: ml_collections.ConfigDict, workdir: str) -> None:
     """The full method: baseline, stage 1, stage 2, RNet, stage 3."""
-    _timed_stages(config, os.path.join(workdir, "full"), "all")
+    _timed_pipeline(config, workdir, "full")
 
 
 def train_without_relevance(config: ml_collections.ConfigDict, workdir: str) -> None:
     """The "w/o r" ablation: SG instead of DSG, stages 1-3 from the full run's baseline."""
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.use_relevance = False
-        config.init_from = os.path.join(workdir, "full", "baseline", "final")
-    for stage in ("1", "2", "3"):
-        _timed_stages(config, os.path.join(workdir, "wo_r"), stage)
+    _timed_pipeline(config, workdir, "wo_r", baseline_from=os.path.join(workdir, "full"))
 
 
 def train_end_to_end(config: ml_collections.ConfigDict, workdir: str) -> None:
     """The "w/o multi-step" ablation, from the full run's baseline."""
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.init_from = os.path.join(workdir, "full", "baseline", "final")
-    _timed_stages(config, os.path.join(workdir, "e2e"), "e2e")
+    _timed_pipeline(config, workdir, "e2e", baseline_from=os.path.join(workdir, "full"))
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
