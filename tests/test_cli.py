@@ -1,6 +1,5 @@
 """`aiaic colorize` on images, images with sound, folders and videos, with a tiny model."""
 
-import json
 import os
 
 import av
@@ -11,21 +10,24 @@ from PIL import Image
 from aiaic_jax import cli, color
 from aiaic_jax.convert.common import save_variables
 from aiaic_jax.data import media
+from aiaic_jax.models.aiaic import build_model
+from aiaic_jax.train import loop
 from tests import media_factory, tiny_model
-
-SIZE = 32  # the model resolution; inputs have other sizes
+from tests.tiny_training import IMAGE_SIZE, build_data, tiny_config
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A trained-model directory as training leaves it: W/stage3/final and W/stage3/config.json."""
-    stage = tmp_path_factory.mktemp("run") / "stage3"
-    config = tiny_model.run_config(image_size=SIZE, audio_seconds=0.5)
-    model = tiny_model.tiny_model()
-    save_variables(stage / "final", tiny_model.random_variables(model, SIZE, seed=0))
-    with open(stage / "config.json", "w") as f:
-        json.dump(config.to_dict(), f)
-    return str(stage / "final")
+    """A real tiny training run: stage 2 (one step, the quickest to compile) on the tiny
+    synthetic world, from random variables; its final holds the whole model like any stage's.
+    The command gets the stage directory and reads the config.json training wrote."""
+    data_dir = build_data(tmp_path_factory.mktemp("data"))
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config(data_dir, steps=1)
+    start = tiny_model.random_variables(build_model(config.model), IMAGE_SIZE, seed=0)
+    config.init_from = str(save_variables(workdir / "start", start))
+    loop.run(config, str(workdir), "2")
+    return str(workdir / "stage2")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_image_with_a_same_basename_wav_is_guided_by_it(checkpoint, scene, tmp_p
         capsys, "--checkpoint", checkpoint, scene / "x.png", tmp_path / "x.png"
     )
     assert status == 0
-    assert "r = 0." in out and "no audio" not in out
+    assert "r = 0." in out and "no audio" not in out  # r from RNet
     # The same sound given with --audio colorizes the silent copy the same way.
     status, _, _ = _colorize(
         capsys,
@@ -179,12 +181,50 @@ def test_wrong_command_lines_are_named(checkpoint, scene, tmp_path, capsys, argu
 
 
 def test_missing_checkpoint_and_unreadable_image_are_named(checkpoint, scene, tmp_path, capsys):
-    config = os.path.join(os.path.dirname(checkpoint), "config.json")
+    config = os.path.join(checkpoint, "config.json")
     status, _, err = _colorize(
         capsys, "--checkpoint", tmp_path / "nothing", "--config", config, scene / "x.png", "o.png"
     )
-    assert status == 2 and f"{tmp_path / 'nothing'}: no such checkpoint directory" in err
+    assert status == 2 and f"{tmp_path / 'nothing'}: no such run, stage or checkpoint" in err
     bad = media_factory.text_file(tmp_path / "bad.jpg")
     status, _, err = _colorize(capsys, "--checkpoint", checkpoint, bad, tmp_path / "o.png")
     assert status == 1 and f"{bad}: not a readable image" in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_config_overrides_apply_to_the_runs_config_and_unknown_fields_are_named(
+    checkpoint, scene, tmp_path, capsys
+):
+    status, _, err = _colorize(
+        capsys, "--checkpoint", checkpoint, "--config.data.nope=1", scene / "x.png", "o.png"
+    )
+    assert status == 2 and "nope" in err
+    status, out, _ = _colorize(
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--config.data.audio_seconds=0.25",
+        scene / "x.png",
+        tmp_path / "short.png",
+    )
+    assert status == 0, out
+    status, _, _ = _colorize(
+        capsys, "--checkpoint", checkpoint, scene / "x.png", tmp_path / "x.png"
+    )
+    # The model hears a quarter second instead of half: another code, other colours.
+    assert not np.array_equal(_read(tmp_path / "short.png"), _read(tmp_path / "x.png"))
+
+
+def test_squash_resize_is_available_and_differs_from_the_default_on_a_wide_image(
+    checkpoint, tmp_path, capsys
+):
+    wide = media_factory.save_image(
+        tmp_path / "wide.png", media_factory.colourful_image((160, 90), seed=5)
+    )
+    for resize in ("pad", "squash"):
+        status, _, _ = _colorize(
+            capsys, "--checkpoint", checkpoint, "--resize", resize, wide, tmp_path / f"{resize}.png"
+        )
+        assert status == 0
+        assert _read(tmp_path / f"{resize}.png").shape == (90, 160, 3)
+    assert not np.array_equal(_read(tmp_path / "pad.png"), _read(tmp_path / "squash.png"))

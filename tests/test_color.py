@@ -98,6 +98,18 @@ def test_wrong_channel_count_is_rejected():
         color.l_ab_to_rgb(jnp.zeros((4, 4, 1)), jnp.zeros((4, 4, 3)))
 
 
+def test_l_from_rgb_uint8_is_the_l_of_skimage_for_every_level():
+    rng = np.random.default_rng(3)
+    levels = np.arange(256, dtype=np.uint8)
+    rgb_u8 = np.concatenate(
+        [np.stack([levels] * 3, axis=-1), rng.integers(0, 256, (4096, 3), dtype=np.uint8)]
+    )
+    expected = skcolor.rgb2lab(rgb_u8[None].astype(np.float64) / 255.0)[0, :, :1]
+    found = np.asarray(color.l_from_rgb_uint8(rgb_u8))
+    np.testing.assert_allclose(found, expected, atol=TOLERANCE)
+    np.testing.assert_allclose(found, np.asarray(color.rgb_to_l_ab(rgb_u8 / 255.0)[0]), atol=1e-4)
+
+
 def test_rgb_to_l_ab_splits_lab():
     rgb = jnp.asarray(_random_rgb(16, seed=5).reshape(4, 4, 3), jnp.float32)
     gray_l, ab = jax.jit(color.rgb_to_l_ab)(rgb)

@@ -15,9 +15,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from aiaic_jax.convert.common import restore_variables
-from aiaic_jax.train import checkpoint, loop
-from tests.tiny_training import build_data, tiny_config
+from aiaic_jax.convert.common import restore_variables, save_variables
+from aiaic_jax.models.aiaic import build_model
+from aiaic_jax.train import checkpoint, loop, pipelines
+from tests import tiny_model
+from tests.tiny_training import IMAGE_SIZE, build_data, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,9 +31,12 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_run(data_dir, tmp_path_factory):
-    """`--stage all` on the tiny config: (workdir, config, results)."""
+    """`--stage all` on the tiny config: (workdir, config, results). The baseline starts from
+    random variables (`config.init_from`), which spares compiling the model's initialiser."""
     workdir = tmp_path_factory.mktemp("full")
     config = tiny_config(data_dir)
+    start = tiny_model.random_variables(build_model(config.model), IMAGE_SIZE, seed=0)
+    config.init_from = str(save_variables(workdir / "start", start))
     results = loop.run(config, str(workdir), "all")
     return workdir, config, results
 
@@ -122,16 +127,23 @@ def test_a_complete_stage_is_skipped(full_run):
     assert time.perf_counter() - started < 10
 
 
-def test_e2e_trains_backbone_audio_and_a2v_from_the_baseline_and_draws_grids(full_run):
+def test_the_e2e_pipeline_trains_backbone_audio_and_a2v_from_the_full_runs_baseline(
+    full_run, tmp_path
+):
+    """`train.py --pipeline e2e --from W_full`: the "w/o multi-step" ablation starts from the
+    full run's baseline (not its own), with r = 1, and draws its grids."""
     workdir, config, _ = full_run
     config = config.copy_and_resolve_references()
     config.train.grid_every = 2
-    results = loop.run(config, str(workdir), "e2e")
+    results = pipelines.run(config, "e2e", str(tmp_path), baseline_from=str(workdir))
+    assert list(results) == ["e2e"] and not (tmp_path / "baseline").exists()
     assert results["e2e"]["relevance_mean"] == 1.0  # r = 1 for every pair with audio
-    changed = _changed(_final(workdir, "baseline"), _final(workdir, "e2e"))
+    changed = _changed(_final(workdir, "baseline"), _final(tmp_path, "e2e"))
     assert {k.split("/")[1] for k in changed} == {"backbone", "audio", "a2v", "guidance"}
-    grids = list((workdir / "e2e" / "grids").glob("*.png"))
+    grids = list((tmp_path / "e2e" / "grids").glob("*.png"))
     assert [g.name for g in grids] == ["step_0000002.png"]
+    written = json.loads((tmp_path / "e2e" / "config.json").read_text())["config"]
+    assert written["init_from"] == str(checkpoint.final_dir(workdir, "baseline"))
 
 
 def test_without_relevance_stage3_starts_from_stage2_with_r_one(full_run, tmp_path):

@@ -1,7 +1,9 @@
 """Data parallelism: a step on 4 devices, and on 2 processes joined over localhost, equals the
 one-device step on the same global batch; the training loop runs a stage on 2 processes."""
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from aiaic_jax.convert.common import save_variables
+from aiaic_jax import runs
+from aiaic_jax.convert.common import restore_variables, save_variables
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import checkpoint, loop
 from aiaic_jax.train.parallel import DATA_AXIS
@@ -85,10 +88,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_end_with_the_params_of_one_and_train_a_stage(one_device, tmp_path):
-    """The step on 2 processes joined over localhost equals one process's; then the training
-    loop runs a stage on both: each reads its shard, the checkpoint holds both iterator
-    states, process 0 alone writes the logs."""
+def test_two_processes_end_with_the_params_of_one_and_train_a_stage(one_device, tmp_path, caplog):
+    """The step on 2 processes of 2 devices each, joined over localhost, equals one device's;
+    then the training loop runs a stage on both: each reads its shard, the checkpoint holds
+    both iterator states, process 0 alone writes the logs. Here, in one process on one device,
+    the stage then resumes from that checkpoint and its final colorizes."""
     data_dir = build_data(tmp_path / "data")
     config = tiny_config(data_dir)
     template = loop.abstract_variables(build_model(config.model), config)
@@ -101,7 +105,8 @@ def test_two_processes_end_with_the_params_of_one_and_train_a_stage(one_device, 
     )  # fmt: skip
     processes = [
         subprocess.Popen(
-            [*command, f"--process_id={index}"], cwd=ROOT, env=_environment(),
+            [*command, f"--process_id={index}"], cwd=ROOT,
+            env=_environment(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         for index in range(2)
@@ -119,3 +124,20 @@ def test_two_processes_end_with_the_params_of_one_and_train_a_stage(one_device, 
         "process_0-of-2.json",
         "process_1-of-2.json",
     ]
+
+    # One process: the final restores, the stage resumes at step 2 from the checkpoint.
+    final = restore_variables(checkpoint.final_dir(workdir, "rnet"))
+    assert jax.tree.structure(final) == jax.tree.structure(
+        {"params": template["params"], "batch_stats": template["batch_stats"]}
+    )
+    shutil.rmtree(checkpoint.final_dir(workdir, "rnet"))
+    resumed = runs.apply_overrides(
+        runs.read_config(workdir / "rnet"), ["--config.stages.rnet.num_steps=3"]
+    )
+    with caplog.at_level("INFO"):
+        loop.run(resumed, str(workdir), "rnet")
+    assert "resumed from its checkpoint at step 2" in caplog.text
+    assert "written by 2 processes, this run has 1" in caplog.text
+    assert checkpoint.is_complete(workdir, "rnet")
+    lines = (workdir / "rnet" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
