@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from aiaic_jax.convert.__main__ import main as convert_main
-from aiaic_jax.convert.common import CheckpointMismatch, assign, restore_variables
+from aiaic_jax.convert.common import (
+    CheckpointMismatch,
+    assign,
+    read_state_dict,
+    restore_variables,
+)
 from aiaic_jax.convert.ddcolor import (
     Rule,
     convert_convnext,
@@ -244,3 +249,13 @@ def test_convnext_block_kernels_convert_to_the_same_convolutions_as_torch():
     ]
     params = assign(state, key_map(template, rules), template)["params"]["stage0_block0"]
     np.testing.assert_allclose(block.apply({"params": params}, x_nhwc), expected, atol=1e-5)
+
+
+def test_a_torch_older_than_2_6_is_refused_for_pth_files(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "weights.pth"
+    torch.save({"a": torch.zeros(1)}, path)
+    assert set(read_state_dict(path)) == {"a"}
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(ImportError, match="CVE-2025-32434"):
+        read_state_dict(path)

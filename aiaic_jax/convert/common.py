@@ -51,6 +51,12 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             f"{path}: reading PyTorch checkpoints needs torch; install the CPU build with "
             "`pip install torch==2.13.0`, or convert the file to .safetensors first"
         ) from e
+    if _version(torch.__version__) < (2, 6):
+        raise ImportError(
+            f"{path}: torch {torch.__version__} cannot read checkpoints safely "
+            "(torch.load(weights_only=True) is safe only from 2.6, CVE-2025-32434); "
+            "install torch 2.6 or newer, e.g. `pip install torch==2.13.0`"
+        )
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -66,6 +72,15 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             else (value.detach().numpy())
         )
     return out
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """ "2.13.0+cpu" -> (2, 13, 0)."""
+    numbers = []
+    for part in text.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit()) if part else ""
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers)
 
 
 def _unwrap(raw: Any, path: Path) -> Mapping[str, Any]:
