@@ -48,8 +48,11 @@ INPUT is one of
                window centred on it (--audio_window seconds, tiled to the length the model was
                trained with); OUTPUT is H.264 with the original sound re-encoded as AAC;
   a folder     images (paired with audio files by basename) and videos, anywhere below it;
-               OUTPUT is a folder with the same layout. Files that cannot be read are
+               OUTPUT is a folder with the same layout (a video in another container than
+               .mp4/.m4v/.mov/.mkv becomes NAME.EXT.mp4). Files that cannot be read are
                reported and skipped.
+
+An output that exists is not replaced unless --overwrite is given (it is reported).
 
 The model: --checkpoint is a training run W (its stage3, else e2e, else baseline), a stage
 W/<stage> or its variables W/<stage>/final; --stage picks another stage of a run. Its config
@@ -378,6 +381,10 @@ def colorize_video(
     on it. The output holds every colorized frame in memory until it is encoded.
     """
     window_seconds = window_seconds or colorizer.audio_seconds
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    except OSError as error:
+        raise media.MediaError(output, f"cannot create its folder ({error})") from None
     start, fps = _video_start_and_rate(path)
     soundtrack = read_soundtrack(path, start)
     frames_out: list[np.ndarray] = []
@@ -413,7 +420,6 @@ def colorize_video(
         relative = [t - start for t in times]
         if all(b > a for a, b in itertools.pairwise(relative)) and relative[0] >= 0:
             frame_times = relative  # keeps a variable frame rate and the video's start
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
         media.write_video(
             output,
@@ -451,15 +457,29 @@ def _kind(path: str) -> str | None:
 
 
 def _video_output(path: str) -> str:
-    stem, extension = os.path.splitext(path)
-    return path if extension.lower() in VIDEO_OUTPUT_EXTENSIONS else stem + ".mp4"
+    """The output of a video in a folder: its own name when the container holds H.264 + AAC,
+    else the whole name + ".mp4" (x.ts -> x.ts.mp4, so that it never meets x.mp4's output)."""
+    extension = os.path.splitext(path)[1]
+    return path if extension.lower() in VIDEO_OUTPUT_EXTENSIONS else path + ".mp4"
+
+
+def _exists(output: str, overwrite: bool) -> str | None:
+    """The failure message for an output that exists and may not be replaced, else None."""
+    if overwrite or not os.path.lexists(output):
+        return None
+    return f"{output}: exists; not replaced (--overwrite replaces it)"
 
 
 def colorize_folder(
-    colorizer: Colorizer, root: str, output_root: str, window_seconds: float | None
+    colorizer: Colorizer,
+    root: str,
+    output_root: str,
+    window_seconds: float | None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Every image (with its same-basename audio) and video below `root`, into `output_root`
-    with the same layout. Returns the failures; the rest is written."""
+    with the same layout. Returns the failures; the rest is written. An output that exists is
+    left as it is (a failure) unless `overwrite`."""
     output_abs = os.path.abspath(output_root)
     images, videos, failures = [], [], []
     for path in media_files(root):
@@ -468,12 +488,21 @@ def colorize_folder(
         relative = os.path.relpath(path, root)
         kind = _kind(path)
         if kind == "image":
-            images.append((path, sibling_audio(path), os.path.join(output_root, relative)))
+            output = os.path.join(output_root, relative)
         elif kind == "video":
-            videos.append((path, _video_output(os.path.join(output_root, relative))))
-        elif kind is None:
-            print(f"skipped {path}: not an image, audio or video file (by its extension)")
-    if not images and not videos:
+            output = _video_output(os.path.join(output_root, relative))
+        else:
+            if kind is None:
+                print(f"skipped {path}: not an image, audio or video file (by its extension)")
+            continue
+        if (message := _exists(output, overwrite)) is not None:
+            failures.append(message)
+            print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
+        elif kind == "image":
+            images.append((path, sibling_audio(path), output))
+        else:
+            videos.append((path, output))
+    if not images and not videos and not failures:
         raise CommandError(f"{root}: no images or videos in this folder")
     failures += colorize_images(colorizer, images)
     for path, output in videos:
@@ -510,10 +539,13 @@ def colorize_command(args: argparse.Namespace) -> int:
         )
     if kind == "folder" and os.path.isfile(target):
         raise CommandError(f"{target}: the output of a folder is a folder, and this is a file")
+    if kind != "folder" and (message := _exists(target, args.overwrite)) is not None:
+        raise CommandError(message)
+    _check_writable(target if kind == "folder" else os.path.dirname(os.path.abspath(target)))
 
     colorizer = load_colorizer(args)
     if kind == "folder":
-        failures = colorize_folder(colorizer, source, target, args.audio_window)
+        failures = colorize_folder(colorizer, source, target, args.audio_window, args.overwrite)
         if failures:
             print(f"{len(failures)} files could not be colorized:", file=sys.stderr)
             for failure in failures:
@@ -529,6 +561,17 @@ def colorize_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_writable(directory: str) -> None:
+    """Creates the output folder, or fails before the model is loaded when it cannot be
+    written."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"{directory}: cannot create the output folder ({error})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CommandError(f"{directory}: the output folder is not writable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,6 +633,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     colorize.add_argument(
         "--batch_size", type=int, default=8, metavar="N", help="images per model call (default 8)"
+    )
+    colorize.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that exist (by default they are left as they are and reported)",
     )
     colorize.add_argument(
         "--audio_window",

@@ -115,7 +115,7 @@ def test_folder_skips_bad_files_with_a_message_and_colorizes_the_rest(checkpoint
     assert _read(tmp_path / "out" / "a.png").shape == (32, 64, 3)
     assert _read(tmp_path / "out" / "sub" / "b.jpg").shape == (47, 33, 3)
     assert not (tmp_path / "out" / "broken.png").exists()
-    assert (tmp_path / "out" / "clip.mp4").exists()  # a .ts output becomes an MP4
+    assert (tmp_path / "out" / "clip.ts.mp4").exists()  # a .ts output becomes an MP4
 
 
 def test_video_keeps_every_frame_its_size_and_its_sound(checkpoint, tmp_path, capsys):
@@ -228,3 +228,32 @@ def test_squash_resize_is_available_and_differs_from_the_default_on_a_wide_image
         assert status == 0
         assert _read(tmp_path / f"{resize}.png").shape == (90, 160, 3)
     assert not np.array_equal(_read(tmp_path / "pad.png"), _read(tmp_path / "squash.png"))
+
+
+def test_outputs_never_collide_and_are_not_replaced_without_overwrite(checkpoint, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    media_factory.colour_clip(source / "x.ts", seconds=1, fps=4, size=(32, 24))
+    media_factory.colour_clip(source / "x.mp4", seconds=1, fps=4, size=(32, 24))
+    media_factory.save_image(source / "a.png", media_factory.colourful_image((40, 30), seed=1))
+    status, out, _ = _colorize(capsys, "--checkpoint", checkpoint, source, tmp_path / "out")
+    assert status == 0, out
+    assert (tmp_path / "out" / "x.ts.mp4").exists() and (tmp_path / "out" / "x.mp4").exists()
+    before = (tmp_path / "out" / "a.png").stat().st_mtime_ns
+    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, source, tmp_path / "out")
+    assert status == 1 and "exists; not replaced (--overwrite replaces it)" in err
+    assert (tmp_path / "out" / "a.png").stat().st_mtime_ns == before
+    status, _, _ = _colorize(
+        capsys, "--checkpoint", checkpoint, "--overwrite", source / "a.png", tmp_path / "out/a.png"
+    )
+    assert status == 0
+
+
+def test_an_output_folder_that_cannot_be_made_is_named_before_the_model_loads(
+    checkpoint, scene, tmp_path, capsys
+):
+    blocker = media_factory.text_file(tmp_path / "file")
+    status, _, err = _colorize(
+        capsys, "--checkpoint", checkpoint, scene / "x.png", tmp_path / "file" / "sub" / "o.png"
+    )
+    assert status == 2 and "cannot create the output folder" in err and blocker in err
