@@ -226,3 +226,27 @@ def test_a_killed_run_resumes_from_its_checkpoint_bit_identical(full_run, data_d
     assert _changed(_final(workdir, "stage1"), resumed)  # it did train
     metrics = (interrupted / "stage2" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(metrics[-1])["step"] == steps
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(
+    full_run, tmp_path, caplog
+):
+    """As a power loss can leave it: the newest checkpoint's array data cut short."""
+    workdir, config, _ = full_run
+    _copy_finals(workdir, tmp_path, ["stage1"])
+    config = config.copy_and_resolve_references()
+    config.stages.stage2.num_steps = 4
+    config.train.checkpoint_every = 2
+    loop.run(config, str(tmp_path), "2")
+    shutil.rmtree(checkpoint.final_dir(tmp_path, "stage2"))
+    checkpoints = tmp_path / "stage2" / "checkpoints"
+    for data in (checkpoints / "4" / "state" / "d").iterdir():
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    config.stages.stage2.num_steps = 6
+    with caplog.at_level("WARNING"):
+        loop.run(config, str(tmp_path), "2")
+    assert "the checkpoint at step 4 does not restore" in caplog.text
+    assert (checkpoints / "4.damaged").is_dir()
+    assert checkpoint.is_complete(tmp_path, "stage2")
+    lines = (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]

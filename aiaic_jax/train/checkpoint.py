@@ -157,5 +157,23 @@ class StageCheckpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def set_aside(self, step: int) -> Path:
+        """Renames the checkpoint of `step` to `<step>.damaged[.N]` (kept for inspection, no
+        longer a step) and returns the new path."""
+        source = self.directory / str(step)
+        target = self.directory / f"{step}.damaged"
+        number = 1
+        while target.exists():
+            target = self.directory / f"{step}.damaged.{number}"
+            number += 1
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
+        return target
+
     def close(self) -> None:
         self.manager.close()

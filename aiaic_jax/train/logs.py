@@ -39,6 +39,13 @@ def quiet_dependencies() -> None:
         handler.addFilter(_ProjectInfo())
 
 
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a line cut short by a kill
+
+
 GRID_COLUMNS = ("gray", "unguided", "ours", "truth")
 _MIN_TILE = 96  # small images are enlarged (nearest) so the grid stays readable
 _CAPTION_HEIGHT = 14
@@ -58,6 +65,22 @@ class StageLog:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._jsonl = open(self.dir / "metrics.jsonl", "a")
             self._tb = SummaryWriter(str(self.dir / "tb"))
+
+    def keep_until(self, step: int) -> None:
+        """Drops the metrics lines past `step` (the step training resumes from), so that a
+        resumed run's metrics.jsonl holds each step once."""
+        if not self.enabled:
+            return
+        path = self.dir / "metrics.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        if len(kept) == len(lines):
+            return
+        self._jsonl.close()
+        partial = path.with_suffix(".jsonl.tmp")
+        partial.write_text("".join(kept))
+        os.replace(partial, path)
+        self._jsonl = open(path, "a")
 
     def write_config(self, config_json: str) -> None:
         if self.enabled:

@@ -74,7 +74,10 @@ def train_stage(
     stage = stages.resolve(config, name, train_size)
     checkpoints = checkpoint.StageCheckpoints(workdir, name, int(config.train.keep_checkpoints))
     start = checkpoints.latest_step()
-    written_by = checkpoints.topology(start) if start is not None else None
+    try:
+        written_by = checkpoints.topology(start) if start is not None else None
+    except Exception:  # a damaged checkpoint: found and set aside when restoring below
+        written_by = None
     _check_batch_splits(stage, start, written_by)
     replicated = parallel.replicated(mesh)
     stage_index = stages.STAGE_NAMES.index(name)
@@ -94,12 +97,30 @@ def train_stage(
     discriminator_template = (
         abstract_discriminator_variables(builder, config) if builder.discriminator else None
     )
+    state = None
     if start is not None:
         abstract_state = jax.eval_shape(builder.init_state, template, discriminator_template)
-        same_processes = written_by.process_count == jax.process_count()
-        state = checkpoints.restore(
-            start, abstract_state, replicated, iterator if same_processes else None
-        )
+    while start is not None:
+        try:
+            written_by = checkpoints.topology(start)
+            same_processes = written_by.process_count == jax.process_count()
+            state = checkpoints.restore(
+                start, abstract_state, replicated, iterator if same_processes else None
+            )
+        except Exception as error:  # orbax raises many kinds for a damaged checkpoint
+            damaged = checkpoints.set_aside(start)
+            logging.warning(
+                "%s: the checkpoint at step %d does not restore (%s: %s); set aside as %s, "
+                "trying the one before it",
+                name,
+                start,
+                type(error).__name__,
+                str(error).splitlines()[0][:300] if str(error) else "",
+                damaged,
+            )
+            iterator = pipeline.train_iterator(data_config, seed=data_seed)
+            start = checkpoints.latest_step()
+            continue
         if not same_processes:
             # Each process read its own shard (every process_count-th pair) in its own order,
             # so the writer's iterator states do not describe this run's shards: the data
@@ -107,7 +128,8 @@ def train_stage(
             # order the stage began with.
             iterator = pipeline.train_iterator(data_config, seed=data_seed + 7919 * start)
         _log_resume(name, start, written_by, stage, same_processes)
-    else:
+        break
+    if state is None:
         start = 0
         variables = initial_variables(config, workdir, stage, model, template)
         discriminator_variables = (
@@ -119,6 +141,7 @@ def train_stage(
             parallel.replicate(discriminator_variables, mesh),
         )
 
+    log.keep_until(start)  # metrics past the step training continues from are redone
     if start < stage.num_steps:
         state, metrics = _train(
             config, stage, builder, state, iterator, rng, constants, checkpoints, log, mesh, start
