@@ -30,7 +30,7 @@ from PIL import Image
 
 from aiaic_jax import runs
 from aiaic_jax.data import media
-from aiaic_jax.data.builders.folder import media_files
+from aiaic_jax.data.builders.folder import NOT_A_REGULAR_FILE, media_files
 from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
 
 SAMPLE_RATE = media.SAMPLE_RATE
@@ -487,6 +487,10 @@ def colorize_folder(
             continue  # an output folder inside the input folder
         relative = os.path.relpath(path, root)
         kind = _kind(path)
+        if kind is not None and not os.path.isfile(path):  # a FIFO would block the reader
+            failures.append(f"{path}: {NOT_A_REGULAR_FILE}")
+            print(f"skipped {path}: {NOT_A_REGULAR_FILE}", file=sys.stderr, flush=True)
+            continue
         if kind == "image":
             output = os.path.join(output_root, relative)
         elif kind == "video":
@@ -518,6 +522,8 @@ def colorize_command(args: argparse.Namespace) -> int:
     source, target = args.input, args.output
     if not os.path.exists(source):
         raise CommandError(f"{source}: no such file or folder")
+    if not os.path.isdir(source) and not os.path.isfile(source):
+        raise CommandError(f"{source}: {NOT_A_REGULAR_FILE}")
     kind = "folder" if os.path.isdir(source) else _kind(source)
     if kind not in ("folder", "image", "video"):
         raise CommandError(

@@ -329,6 +329,7 @@ def make_folder_dir(root) -> str:
     save_image(cats / "dup.jpg", colourful_image(seed=4))
     audio_file(cats / "dup.wav", np.zeros(8_000, np.int16), 8_000)  # silence is valid audio
     text_file(cats / "notes.txt")
+    os.mkfifo(cats / "pipe.png")  # opened, it would block the build forever
     save_image(val / "d.png", colourful_image(seed=5))
     audio_file(val / "d.wav", tone(1, 16_000, 1), 16_000)
     truncated_copy(dogs / "clip.mp4", val / "broken.mp4")
@@ -405,7 +406,8 @@ def test_folder_report_names_each_skipped_file(folder):
     assert "not an image, audio or video" in skipped_reason(report, "notes.txt")
     assert skipped_reason(report, "broken.mp4").startswith("cannot decode")
     assert "outside the split directories" in skipped_reason(report, "stray.png")
-    assert len(report.skipped) == 7
+    assert skipped_reason(report, "pipe.png").startswith("not a regular file")
+    assert len(report.skipped) == 8
 
 
 def test_folder_without_split_directories_is_one_split(tmp_path):

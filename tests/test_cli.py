@@ -257,3 +257,17 @@ def test_an_output_folder_that_cannot_be_made_is_named_before_the_model_loads(
         capsys, "--checkpoint", checkpoint, scene / "x.png", tmp_path / "file" / "sub" / "o.png"
     )
     assert status == 2 and "cannot create the output folder" in err and blocker in err
+
+
+def test_a_named_pipe_is_skipped_with_its_reason_instead_of_blocking(checkpoint, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    os.mkfifo(source / "pipe.png")
+    media_factory.save_image(source / "a.png", media_factory.colourful_image((40, 30), seed=1))
+    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, source, tmp_path / "out")
+    assert status == 1 and f"{source / 'pipe.png'}: not a regular file" in err
+    assert (tmp_path / "out" / "a.png").exists()
+    status, _, err = _colorize(
+        capsys, "--checkpoint", checkpoint, source / "pipe.png", tmp_path / "p.png"
+    )
+    assert status == 2 and "not a regular file" in err

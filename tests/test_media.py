@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fractions
+
+import av
 import numpy as np
 import pytest
+import scipy.io.wavfile
 from PIL import Image
 from scipy import signal
 
@@ -363,3 +367,20 @@ def test_a_still_picture_over_longer_sound_lasts_as_long_as_the_sound(tmp_path):
     assert clip.num_seconds == 3
     assert [frame_index(f) for f in clip.second_frames] == [7, 7, 7]
     assert abs(dominant_hz(clip.second_audio(2)) - tone_hz(2)) <= 1.0
+
+
+def test_nan_and_infinite_float_audio_is_refused_by_name_and_repaired_in_a_track(tmp_path):
+    wave = (0.3 * np.sin(np.arange(16000) / 10)).astype(np.float32)
+    wave[100:110], wave[200] = np.nan, np.inf
+    path = tmp_path / "nan.wav"
+    scipy.io.wavfile.write(path, 22050, wave)
+    with pytest.raises(media.MediaError, match="11 of its audio samples are NaN or infinite"):
+        media.load_audio(path)
+    # In a video's track the bad samples become silence (counted), not full-scale DC.
+    track = media._AudioTrack()
+    frame = av.AudioFrame.from_ndarray(wave[None], format="flt", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = 16000, 0, fractions.Fraction(1, 16000)
+    track.add(frame)
+    samples = track.samples()
+    assert track.nonfinite == 11
+    assert np.abs(samples.astype(np.int32)).max() < 0.35 * 32768

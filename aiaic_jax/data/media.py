@@ -220,6 +220,9 @@ def _frame_converter(max_side: int | None) -> Callable[[av.VideoFrame], np.ndarr
     return convert
 
 
+_FLOAT_SAMPLE_FORMATS = ("flt", "fltp", "dbl", "dblp")
+
+
 class _AudioTrack:
     """Resamples decoded audio frames to 16 kHz mono int16 and remembers where they start."""
 
@@ -227,12 +230,35 @@ class _AudioTrack:
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self.chunks: list[np.ndarray] = []
         self.start: float | None = None  # presentation time of the first sample, seconds
+        self.nonfinite = 0  # NaN or infinite float samples, set to silence
 
     def add(self, frame: av.AudioFrame | None) -> None:
         if frame is not None and self.start is None and frame.pts is not None:
             self.start = float(frame.pts * frame.time_base)
+        if frame is not None and frame.format.name in _FLOAT_SAMPLE_FORMATS:
+            frame = self._finite(frame)
         for resampled in self.resampler.resample(frame):
             self.chunks.append(resampled.to_ndarray().reshape(-1))
+
+    def _finite(self, frame: av.AudioFrame) -> av.AudioFrame:
+        """Float samples that are NaN or infinite (which the resampler would turn into
+        full-scale DC) become silence; `nonfinite` counts them."""
+        samples = frame.to_ndarray()
+        bad = ~np.isfinite(samples)
+        if not bad.any():
+            return frame
+        self.nonfinite += int(bad.sum())
+        repaired = av.AudioFrame.from_ndarray(
+            np.where(bad, 0, samples).astype(samples.dtype),
+            format=frame.format.name,
+            layout=frame.layout.name,
+        )
+        repaired.sample_rate, repaired.pts, repaired.time_base = (
+            frame.sample_rate,
+            frame.pts,
+            frame.time_base,
+        )
+        return repaired
 
     def samples(self) -> np.ndarray:
         self.add(None)  # flush the resampler's tail
@@ -325,6 +351,8 @@ def _decode(path: str, timeline: _Timeline, per_second: bool, max_side: int | No
     audio, audio_duration = np.zeros((0,), np.int16), 0.0
     if track is not None:
         samples = track.samples()
+        if track.nonfinite:
+            warnings.append(f"{track.nonfinite} NaN or infinite audio samples set to silence")
         audio_duration = samples.size / SAMPLE_RATE
         if samples.size:
             audio = _align(samples, track.start, timeline)
@@ -386,6 +414,12 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> 
                 if limit is not None and decoded >= limit + SAMPLE_RATE:
                     break
             samples = track.samples()
+            if track.nonfinite:
+                raise MediaError(
+                    path,
+                    f"{track.nonfinite} of its audio samples are NaN or infinite (refused: a "
+                    "damaged or wrongly encoded float file)",
+                )
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as error:

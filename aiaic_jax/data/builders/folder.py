@@ -69,6 +69,9 @@ def find_splits(root: str) -> dict[str, str]:
     return {s: os.path.join(root, s) for s in present}
 
 
+NOT_A_REGULAR_FILE = "not a regular file (a named pipe, socket, device or broken link)"
+
+
 def media_files(directory: str) -> Iterator[str]:
     """Every file under `directory` in sorted order, hidden files and directories left out."""
     for parent, subdirectories, files in os.walk(directory):
@@ -149,7 +152,9 @@ class Folder(MediaPairBuilder):
             by_kind: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
             for path in group:
                 extension = os.path.splitext(path)[1].lower()
-                if extension in media.IMAGE_EXTENSIONS:
+                if not os.path.isfile(path):  # opening a FIFO would wait for a writer forever
+                    self.report.skip(path, NOT_A_REGULAR_FILE)
+                elif extension in media.IMAGE_EXTENSIONS:
                     by_kind["image"].append(path)
                 elif extension in media.AUDIO_EXTENSIONS:
                     by_kind["audio"].append(path)
