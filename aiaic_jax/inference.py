@@ -231,6 +231,7 @@ class Colorizer:
         self.batch_size = batch_size
         self.mode = mode
         self.resize = resize
+        self.checkpoint: runs.Checkpoint | None = None  # set when loaded from a directory
         self.variables = jax.device_put(variables)
         self.controls = relevance_controls(
             use_rnet=mode == "auto",
@@ -369,7 +370,6 @@ class Colorizer:
 
 def _is_batch_array(image: Any) -> bool:
     """An [N, H, W] or [N, H, W, C] array (an [H, W, 1] or [H, W, 3] array is one image)."""
-    array = np.asarray(image) if isinstance(image, np.ndarray) else None
-    if array is None:
+    if not isinstance(image, np.ndarray):
         return False
-    return array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (1, 3))
+    return image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3))

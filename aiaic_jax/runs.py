@@ -23,9 +23,11 @@ from typing import Any
 
 import ml_collections
 
+from aiaic_jax.train import checkpoint as checkpoint_lib
+from aiaic_jax.train import stages
+
 CONFIG_FILE = "config.json"
-FINAL = "final"
-STAGE_NAMES = ("baseline", "stage1", "stage2", "rnet", "stage3", "e2e")
+FINAL = checkpoint_lib.FINAL
 # The stage whose `final` a run is colorized with when none is named: the full method or
 # "w/o r" (stage3), the "w/o multi-step" ablation (e2e), a visual baseline alone (baseline).
 COLORIZE_PREFERENCE = ("stage3", "e2e", "baseline")
@@ -50,7 +52,7 @@ def _is_orbax_checkpoint(path: Path) -> bool:
 
 
 def _complete_stages(run: Path) -> list[str]:
-    return [name for name in STAGE_NAMES if (run / name / FINAL).is_dir()]
+    return [name for name in stages.STAGE_NAMES if (run / name / FINAL).is_dir()]
 
 
 def find_checkpoint(path: str | os.PathLike, stage: str | None = None) -> Checkpoint:
@@ -67,9 +69,7 @@ def find_checkpoint(path: str | os.PathLike, stage: str | None = None) -> Checkp
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run, stage or checkpoint directory")
     if stage is not None:
-        name = {"1": "stage1", "2": "stage2", "3": "stage3"}.get(stage, stage)
-        if name not in STAGE_NAMES:
-            raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGE_NAMES)}")
+        name = stages.stage_name(stage)  # raises ValueError naming the stages
         if not (path / name / FINAL).is_dir():
             complete = _complete_stages(path)
             raise FileNotFoundError(
@@ -133,12 +133,6 @@ def read_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if "model" not in config:
         raise ValueError(f"{path}: the config has no `model` section")
     return ml_collections.ConfigDict(_tuples(config))
-
-
-def stage_record(path: str | os.PathLike) -> dict[str, Any]:
-    """The `stage` entry of a stage's config.json (what the stage trained, its steps, ...)."""
-    document = json.loads(Path(path).read_text())
-    return document.get("stage", {}) if isinstance(document, dict) else {}
 
 
 def config_document(config: ml_collections.ConfigDict, stage: Mapping[str, Any]) -> str:
