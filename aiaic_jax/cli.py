@@ -21,7 +21,6 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import av
 import ml_collections
@@ -29,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from aiaic_jax import runs
-from aiaic_jax.data import media
-from aiaic_jax.data.builders.folder import NOT_A_REGULAR_FILE, media_files
+from aiaic_jax.data import folders, media
+from aiaic_jax.data.folders import NOT_A_REGULAR_FILE
 from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
 
 SAMPLE_RATE = media.SAMPLE_RATE
@@ -163,16 +162,6 @@ def load_colorizer(args: argparse.Namespace) -> Colorizer:
 # Images
 
 
-def sibling_audio(image_path: str) -> str | None:
-    """The audio file with the image's basename in its directory (first by name), if any."""
-    stem = os.path.splitext(image_path)[0]
-    for extension in sorted(media.AUDIO_EXTENSIONS):
-        for candidate in (stem + extension, stem + extension.upper()):
-            if os.path.isfile(candidate):
-                return candidate
-    return None
-
-
 def save_image(path: str, rgb: np.ndarray) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     extension = os.path.splitext(path)[1].lower()
@@ -188,17 +177,38 @@ def _describe_r(result: Colorized) -> str:
     return f"r = {result.relevance:.2f}"
 
 
-def _load_job(job: tuple[str, str | None, str], audio_seconds: float) -> Any:
-    """Decodes one (image, audio or None, output) job; a MediaError names the bad file."""
-    image_path, audio_path, output = job
+@dataclasses.dataclass(frozen=True)
+class ImageJob:
+    """An image to colorize into `output`, with its sound: the first of `audio` that decodes
+    (the same-basename audio files), or, with `audio_required`, `audio[0]` or nothing."""
+
+    image: str
+    output: str
+    audio: tuple[str, ...] = ()
+    audio_required: bool = False
+
+
+@dataclasses.dataclass
+class _Loaded:
+    job: ImageJob
+    rgb: np.ndarray
+    audio: np.ndarray | None
+    audio_failures: list[tuple[str, str]]
+    audio_unused: list[tuple[str, str]]
+
+
+def _load_job(job: ImageJob, audio_seconds: float) -> _Loaded | media.MediaError:
+    """Decodes one job; a MediaError names the file that stops it. An unreadable
+    same-basename audio file does not stop it: the image is colorized without audio."""
     try:
-        image = media.load_image(image_path).rgb
-        audio = None
-        if audio_path:
-            audio = media.load_audio(audio_path, max_seconds=audio_seconds)
+        rgb = media.load_image(job.image).rgb
+        if job.audio_required:
+            audio = media.load_audio(job.audio[0], max_seconds=audio_seconds)
+            return _Loaded(job, rgb, audio, [], [])
     except media.MediaError as error:
         return error
-    return image_path, image, audio, output
+    chosen = folders.first_readable_audio(job.audio, max_seconds=audio_seconds)
+    return _Loaded(job, rgb, chosen.value, folders.audio_failures(job.image, chosen), chosen.unused)
 
 
 def _save_job(image_path: str, output: str, result: Colorized) -> str | None:
@@ -213,9 +223,10 @@ def _save_job(image_path: str, output: str, result: Colorized) -> str | None:
     return None
 
 
-def colorize_images(colorizer: Colorizer, jobs: Sequence[tuple[str, str | None, str]]) -> list[str]:
-    """Colorizes (image, audio or None, output) jobs in batches. Returns the failures, each a
-    message naming the file; the other outputs are written.
+def colorize_images(colorizer: Colorizer, jobs: Sequence[ImageJob]) -> list[str]:
+    """Colorizes image jobs in batches. Returns the failures, each a message naming the file
+    (an image not colorized, or an audio file it was colorized without); the other outputs are
+    written.
 
     Decoding (images and sound, each file once) and writing run on a pool of threads, ahead of
     and behind the model, so that the model waits on the files as little as possible; at most
@@ -238,7 +249,7 @@ def colorize_images(colorizer: Colorizer, jobs: Sequence[tuple[str, str | None, 
 
         fill()
         while pending:
-            ready = []
+            ready: list[_Loaded] = []
             while pending and len(ready) < colorizer.batch_size:
                 loaded = pending.popleft().result()
                 fill()
@@ -246,12 +257,18 @@ def colorize_images(colorizer: Colorizer, jobs: Sequence[tuple[str, str | None, 
                     failures.append(str(loaded))
                     print(f"skipped {loaded}", file=sys.stderr, flush=True)
                     continue
+                for path, reason in loaded.audio_failures:
+                    failures.append(f"{path}: {reason}")
+                    print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+                for path, reason in loaded.audio_unused:
+                    print(f"not used {path}: {reason}", flush=True)
                 ready.append(loaded)
             if not ready:
                 continue
-            results = colorizer.colorize_prepared([r[1] for r in ready], [r[2] for r in ready])
-            for (image_path, _, _, output), result in zip(ready, results):
-                saves.append(pool.submit(_save_job, image_path, output, result))
+            results = colorizer.colorize_prepared([r.rgb for r in ready], [r.audio for r in ready])
+            for loaded, result in zip(ready, results):
+                job = loaded.job
+                saves.append(pool.submit(_save_job, job.image, job.output, result))
         failures += [message for future in saves if (message := future.result()) is not None]
     return failures
 
@@ -357,7 +374,14 @@ def video_frames(path: str) -> Iterator[tuple[np.ndarray, float | None]]:
         raise media.MediaError(path, f"cannot decode ({error})") from None
 
 
-def _video_start_and_rate(path: str) -> tuple[float, float]:
+@dataclasses.dataclass
+class _VideoHeader:
+    start: float  # seconds: the first frame's time
+    fps: float
+    frames: int  # the frame count the container declares; 0 when it declares none
+
+
+def _video_header(path: str) -> _VideoHeader:
     try:
         with av.open(path) as container:
             if not container.streams.video:
@@ -365,11 +389,11 @@ def _video_start_and_rate(path: str) -> tuple[float, float]:
             stream = container.streams.video[0]
             start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
             rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(25)
-            return start, float(rate)
+            return _VideoHeader(start, float(rate), max(int(stream.frames or 0), 0))
     except media.MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise media.MediaError(path, f"cannot open ({error})") from None
+        raise media.MediaError(path, f"cannot decode ({error})") from None
 
 
 def colorize_video(
@@ -385,7 +409,8 @@ def colorize_video(
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     except OSError as error:
         raise media.MediaError(output, f"cannot create its folder ({error})") from None
-    start, fps = _video_start_and_rate(path)
+    header = _video_header(path)
+    start, fps = header.start, header.fps
     soundtrack = read_soundtrack(path, start)
     frames_out: list[np.ndarray] = []
     times: list[float | None] = []
@@ -438,22 +463,19 @@ def colorize_video(
             f"r mean {np.mean(relevance):.2f} (min {np.min(relevance):.2f}, "
             f"max {np.max(relevance):.2f})"
         )
-    return f"{path} -> {output}: {len(frames_out)} frames, {sound}"
+    summary = f"{path} -> {output}: {len(frames_out)} frames, {sound}"
+    if len(frames_out) < header.frames:
+        warning = (
+            f"{path}: only {len(frames_out)} of the {header.frames} frames its header declares "
+            "could be decoded (a damaged or cut-off file); the output is that much shorter"
+        )
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        summary += f" (warning: {len(frames_out)} of {header.frames} frames decoded)"
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------
 # The command
-
-
-def _kind(path: str) -> str | None:
-    extension = os.path.splitext(path)[1].lower()
-    if extension in media.IMAGE_EXTENSIONS:
-        return "image"
-    if extension in media.VIDEO_EXTENSIONS:
-        return "video"
-    if extension in media.AUDIO_EXTENSIONS:
-        return "audio"
-    return None
 
 
 def _video_output(path: str) -> str:
@@ -477,35 +499,40 @@ def colorize_folder(
     window_seconds: float | None,
     overwrite: bool = False,
 ) -> list[str]:
-    """Every image (with its same-basename audio) and video below `root`, into `output_root`
-    with the same layout. Returns the failures; the rest is written. An output that exists is
-    left as it is (a failure) unless `overwrite`."""
+    """Every image (with its same-basename audio) and video below `root` (links to folders
+    followed, each folder read once), into `output_root` with the same layout. Returns the
+    failures; the rest is written. An output that exists is left as it is (a failure) unless
+    `overwrite`."""
     output_abs = os.path.abspath(output_root)
-    images, videos, failures = [], [], []
-    for path in media_files(root):
-        if os.path.abspath(path).startswith(output_abs + os.sep):
-            continue  # an output folder inside the input folder
-        relative = os.path.relpath(path, root)
-        kind = _kind(path)
-        if kind is not None and not os.path.isfile(path):  # a FIFO would block the reader
-            failures.append(f"{path}: {NOT_A_REGULAR_FILE}")
-            print(f"skipped {path}: {NOT_A_REGULAR_FILE}", file=sys.stderr, flush=True)
-            continue
-        if kind == "image":
-            output = os.path.join(output_root, relative)
-        elif kind == "video":
-            output = _video_output(os.path.join(output_root, relative))
-        else:
-            if kind is None:
-                print(f"skipped {path}: not an image, audio or video file (by its extension)")
-            continue
-        if (message := _exists(output, overwrite)) is not None:
-            failures.append(message)
-            print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
-        elif kind == "image":
-            images.append((path, sibling_audio(path), output))
-        else:
-            videos.append((path, output))
+    failures: list[str] = []
+
+    def skip(path: str, reason: str, failure: bool = True) -> None:
+        if failure:
+            failures.append(f"{path}: {reason}")
+        print(f"skipped {path}: {reason}", file=sys.stderr if failure else sys.stdout, flush=True)
+
+    found = folders.scan(root)
+    for path, reason in found.repeated:
+        skip(path, reason, failure=False)
+    for path, reason in found.unreadable:
+        skip(path, reason)
+    inputs = [p for p in found.files if not os.path.abspath(p).startswith(output_abs + os.sep)]
+    groups, unused = folders.group(inputs)
+    for path, reason in unused:
+        skip(path, reason, failure=reason != folders.NOT_MEDIA)
+
+    images, videos = [], []
+    for group in groups:
+        for path in [*group.images, *group.videos]:
+            output = os.path.join(output_root, os.path.relpath(path, root))
+            if path in group.videos:
+                output = _video_output(output)
+            if (message := _exists(output, overwrite)) is not None:
+                skip(path, message)
+            elif path in group.videos:
+                videos.append((path, output))
+            else:
+                images.append(ImageJob(path, output, audio=group.audio))
     if not images and not videos and not failures:
         raise CommandError(f"{root}: no images or videos in this folder")
     failures += colorize_images(colorizer, images)
@@ -524,7 +551,7 @@ def colorize_command(args: argparse.Namespace) -> int:
         raise CommandError(f"{source}: no such file or folder")
     if not os.path.isdir(source) and not os.path.isfile(source):
         raise CommandError(f"{source}: {NOT_A_REGULAR_FILE}")
-    kind = "folder" if os.path.isdir(source) else _kind(source)
+    kind = "folder" if os.path.isdir(source) else folders.kind(source)
     if kind not in ("folder", "image", "video"):
         raise CommandError(
             f"{source}: not an image ({', '.join(media.IMAGE_EXTENSIONS)}), a video "
@@ -536,7 +563,7 @@ def colorize_command(args: argparse.Namespace) -> int:
         raise CommandError("--audio goes with a single image; a video brings its own sound")
     if args.audio is not None and not os.path.isfile(args.audio):
         raise CommandError(f"{args.audio}: no such audio file")
-    if kind == "image" and _kind(target) != "image":
+    if kind == "image" and folders.kind(target) != "image":
         raise CommandError(f"{target}: the output of an image is an image file (.png, .jpg, ...)")
     if kind == "video" and os.path.splitext(target)[1].lower() not in VIDEO_OUTPUT_EXTENSIONS:
         raise CommandError(
@@ -559,8 +586,11 @@ def colorize_command(args: argparse.Namespace) -> int:
         return 1 if failures else 0
     try:
         if kind == "image":
-            audio = args.audio if args.audio is not None else sibling_audio(source)
-            failures = colorize_images(colorizer, [(source, audio, target)])
+            if args.audio is not None:
+                job = ImageJob(source, target, audio=(args.audio,), audio_required=True)
+            else:
+                job = ImageJob(source, target, audio=folders.same_basename_audio(source))
+            failures = colorize_images(colorizer, [job])
             return 1 if failures else 0
         print(colorize_video(colorizer, source, target, args.audio_window), flush=True)
     except media.MediaError as error:

@@ -14,6 +14,7 @@ from aiaic_jax.data.builders import builder_class, read_report
 from aiaic_jax.data.builders.ave import in_event
 from aiaic_jax.data.builders.common import BuildReport
 from aiaic_jax.data.builders.vggsound import parse_class_list, read_vggsound_csv
+from tests import broken_media
 from tests.media_factory import (
     audio_file,
     colour_clip,
@@ -410,6 +411,27 @@ def test_folder_report_names_each_skipped_file(folder):
     assert len(report.skipped) == 8
 
 
+def test_every_file_of_a_corpus_of_broken_media_is_stored_or_skipped_by_name(tmp_path):
+    root = str(tmp_path / "corpus")
+    entries = broken_media.write_corpus(root)
+    dataset_dir, report = build_dataset("folder", root, tmp_path / "out")
+    stored = {
+        clip_id: bool(example["has_audio"])
+        for (clip_id, second), example in read_pairs(dataset_dir)["train"].items()
+        if second == -1
+    }
+    skipped = [(s.path, s.reason) for s in report.skipped]
+    differences = broken_media.judge_build(entries, root, stored, skipped, report.notes)
+    assert not differences, "\n".join(map(str, differences))
+    # Images stored without sound are counted once each, after decoding (not before).
+    without_sound = [
+        e for e in entries
+        if media.IMAGE_EXTENSIONS.count(os.path.splitext(e.path)[1]) and e.builder.used
+        and e.builder.has_audio is False
+    ]  # fmt: skip
+    assert sum(report.tallies.values()) == len(without_sound) == 7
+
+
 def test_folder_without_split_directories_is_one_split(tmp_path):
     (tmp_path / "in").mkdir()
     save_image(tmp_path / "in" / "x.png", colourful_image())
@@ -529,13 +551,33 @@ def test_options_come_from_the_config_fields(argv, expected):
     assert vars(parser.parse_args(argv)) == expected
 
 
-def test_build_command_fails_when_every_input_of_a_split_is_skipped(tmp_path, capsys):
+def test_a_split_whose_every_input_is_skipped_is_left_out_and_the_rest_is_built(tmp_path, capsys):
     manual_dir = make_vggsound_dir(tmp_path / "in")
     text_file(os.path.join(manual_dir, "video", "ddd_000000.mp4"))  # the only val clip
-    status, out, err = run_build(
+    status, out, _ = run_build(
         capsys, "vggsound", "--data_dir", tmp_path / "out", "--manual_dir", manual_dir,
-        "--ood_classes", "lion roaring",
+        "--ood_classes", "lion roaring", "--no-skip_grey",
     )  # fmt: skip
-    assert status == 1
-    assert "split 'val' has no usable pair" in err
+    assert status == 0
+    assert "split val: every input was skipped, split left out" in "\n".join(out)
     assert any("ddd_000000.mp4: cannot decode" in line for line in out)
+    assert not any(line.startswith("  val: ") for line in out)  # no pair count for val
+    data = tfds.data_source("vggsound/default", data_dir=str(tmp_path / "out"))
+    assert sorted(data) == ["ood", "train"]
+    assert len(data["train"]) > 0
+
+
+def test_build_command_fails_when_no_split_has_a_usable_pair(tmp_path, capsys):
+    manual_dir = tmp_path / "in"
+    for split in ("train", "val"):
+        (manual_dir / split).mkdir(parents=True)
+        text_file(manual_dir / split / "a.png")
+    status, out, err = run_build(
+        capsys, "folder", "--data_dir", tmp_path / "out", "--manual_dir", manual_dir
+    )
+    assert status == 1
+    assert "no split has a usable pair" in err
+    assert sum("a.png: " in line for line in out) == 2
+    assert not (tmp_path / "out" / "folder").exists() or not any(
+        (tmp_path / "out" / "folder").rglob("*.array_record*")
+    )

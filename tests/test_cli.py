@@ -12,7 +12,7 @@ from aiaic_jax.convert.common import save_variables
 from aiaic_jax.data import media
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import loop
-from tests import media_factory, tiny_model
+from tests import broken_media, media_factory, tiny_model
 from tests.tiny_training import IMAGE_SIZE, build_data, tiny_config
 
 
@@ -271,3 +271,15 @@ def test_a_named_pipe_is_skipped_with_its_reason_instead_of_blocking(checkpoint,
         capsys, "--checkpoint", checkpoint, source / "pipe.png", tmp_path / "p.png"
     )
     assert status == 2 and "not a regular file" in err
+
+
+def test_every_file_of_a_corpus_of_broken_media_is_colorized_or_skipped_by_name(
+    checkpoint, tmp_path, capsys
+):
+    root = str(tmp_path / "corpus")
+    entries = broken_media.write_corpus(root)
+    output = str(tmp_path / "out")
+    status, out, err = _colorize(capsys, "--checkpoint", checkpoint, root, output)
+    assert status == 1  # some files could not be used, and are listed
+    differences = broken_media.judge_colorize(entries, root, output, out + err)
+    assert not differences, "\n".join(map(str, differences))

@@ -170,7 +170,7 @@ class Ave(MediaPairBuilder):
                 self.report.note(f"split {split}: no video found, split left out")
                 continue
             splits[split] = self.split_pairs(split, jobs, self._video_pairs)
-        return splits
+        return self.require_splits(splits)
 
     def _video_pairs(self, job: tuple[str, AveVideo, int]) -> Outcome:
         path, video, label = job

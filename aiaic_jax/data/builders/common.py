@@ -66,6 +66,9 @@ class BuildReport:
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
     # Input that was used after a repair (e.g. an annotation line with EndTime 0).
     notes: list[str] = dataclasses.field(default_factory=list)
+    # How many inputs a note applies to, for notes that would repeat per file
+    # (e.g. "images stored without audio ...").
+    tallies: Counter = dataclasses.field(default_factory=Counter)
 
     def count(self, split: str, n: int = 1) -> None:
         self.pairs[split] += n
@@ -75,6 +78,9 @@ class BuildReport:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def tally(self, text: str, n: int = 1) -> None:
+        self.tallies[text] += n
 
     @property
     def total_pairs(self) -> int:
@@ -86,6 +92,7 @@ class BuildReport:
             "pairs": dict(sorted(self.pairs.items())),
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
             "notes": list(self.notes),
+            "tallies": dict(sorted(self.tallies.items())),
         }
 
     @classmethod
@@ -95,15 +102,17 @@ class BuildReport:
             pairs=Counter(data["pairs"]),
             skipped=[Skipped(**s) for s in data["skipped"]],
             notes=list(data.get("notes", [])),
+            tallies=Counter(data.get("tallies", {})),
         )
 
     def format(self) -> str:
         """Human-readable report; the last line is `pairs=<N> skipped=<M>`."""
         lines = [f"dataset {self.dataset}"]
         lines += [f"  {split}: {n} pairs" for split, n in sorted(self.pairs.items())]
-        if self.notes:
-            lines.append(f"notes ({len(self.notes)}):")
-            lines += [f"  {n}" for n in self.notes]
+        notes = [*self.notes, *(f"{text}: {n}" for text, n in sorted(self.tallies.items()))]
+        if notes:
+            lines.append(f"notes ({len(notes)}):")
+            lines += [f"  {n}" for n in notes]
         if self.skipped:
             lines.append(f"skipped ({len(self.skipped)}):")
             lines += [f"  {s.path}: {s.reason}" for s in self.skipped]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from aiaic_jax.data import media
+from aiaic_jax.data import folders
 from aiaic_jax.data.builders import media_pairs
 from aiaic_jax.data.builders.media_pairs import (
     ManualDirError,
@@ -51,14 +51,20 @@ class FolderConfig(MediaPairConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One unit of decoding: an image (with its audio file, if any) or a video."""
+    """One unit of decoding: a video, or the same-basename images of a folder (the first that
+    decodes is used) with their audio files."""
 
     kind: str  # "image" or "video"
-    path: str
-    clip_id: str  # path relative to the split directory, with '/' separators
-    label: int
-    label_name: str
-    audio_path: str | None = None
+    paths: tuple[str, ...]
+    directory: str  # the split's directory: clip ids are relative to it
+    labels: dict[str, int]
+    audio: tuple[str, ...] = ()
+
+    def clip(self, path: str) -> tuple[str, int, str]:
+        """(clip_id, label, label_name) of one of the job's files."""
+        relative = os.path.relpath(path, self.directory).replace(os.sep, "/")
+        label_name = _class_of(relative)
+        return relative, self.labels.get(label_name, -1), label_name
 
 
 def find_splits(root: str) -> dict[str, str]:
@@ -69,21 +75,13 @@ def find_splits(root: str) -> dict[str, str]:
     return {s: os.path.join(root, s) for s in present}
 
 
-NOT_A_REGULAR_FILE = "not a regular file (a named pipe, socket, device or broken link)"
-
-
-def media_files(directory: str) -> Iterator[str]:
-    """Every file under `directory` in sorted order, hidden files and directories left out."""
-    for parent, subdirectories, files in os.walk(directory):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.join(parent, name)
-
-
 def _class_of(relative: str) -> str:
     parts = relative.split("/")
     return parts[0] if len(parts) > 1 else ""
+
+
+WITHOUT_AUDIO = "images stored with has_audio=False: no audio file of their basename"
+AUDIO_UNREADABLE = "images stored with has_audio=False: their audio file could not be read"
 
 
 class Folder(MediaPairBuilder):
@@ -98,7 +96,7 @@ class Folder(MediaPairBuilder):
     def check_manual_dir(self, manual_dir: str | os.PathLike | None) -> None:
         if manual_dir is None or not os.path.isdir(manual_dir):
             raise ManualDirError(f"folder needs --manual_dir, a directory; got {manual_dir}")
-        if not any(media_files(os.fspath(manual_dir))):
+        if not folders.scan(os.fspath(manual_dir)).files:
             raise ManualDirError(f"folder: {manual_dir} holds no files")
 
     def _split_generators(self, dl_manager) -> dict[str, Iterator]:
@@ -110,7 +108,12 @@ class Folder(MediaPairBuilder):
         if root not in split_dirs.values():
             self._report_outside(root)
 
-        files = {split: list(media_files(d)) for split, d in split_dirs.items()}
+        files = {}
+        for split, directory in split_dirs.items():
+            found = folders.scan(directory)
+            for path, reason in found.skipped:
+                self.report.skip(path, reason)
+            files[split] = found.files
         classes = sorted(
             {
                 _class_of(os.path.relpath(path, split_dirs[split]).replace(os.sep, "/"))
@@ -128,7 +131,7 @@ class Folder(MediaPairBuilder):
                 self.report.note(f"split {split}: no usable file, split left out")
                 continue
             splits[split] = self.split_pairs(split, jobs, self._job_pairs)
-        return splits
+        return self.require_splits(splits)
 
     def _report_outside(self, root: str) -> None:
         for name in sorted(os.listdir(root)):
@@ -139,61 +142,23 @@ class Folder(MediaPairBuilder):
             )
 
     def _jobs(self, directory: str, paths: list[str], labels: dict[str, int]) -> list[Job]:
-        """Groups files by directory and basename into image pairs and videos."""
+        """Groups files by folder and basename into image jobs and videos."""
         config = self.builder_config
-        groups: dict[tuple[str, str], list[str]] = {}
-        for path in paths:
-            stem = os.path.splitext(path)[0]
-            groups.setdefault((os.path.dirname(path), stem), []).append(path)
-
+        groups, skipped = folders.group(paths)
+        for path, reason in skipped:
+            self.report.skip(path, reason)
         jobs = []
-        unpaired_images = 0
-        for _, group in sorted(groups.items()):
-            by_kind: dict[str, list[str]] = {"image": [], "audio": [], "video": []}
-            for path in group:
-                extension = os.path.splitext(path)[1].lower()
-                if not os.path.isfile(path):  # opening a FIFO would wait for a writer forever
-                    self.report.skip(path, NOT_A_REGULAR_FILE)
-                elif extension in media.IMAGE_EXTENSIONS:
-                    by_kind["image"].append(path)
-                elif extension in media.AUDIO_EXTENSIONS:
-                    by_kind["audio"].append(path)
-                elif extension in media.VIDEO_EXTENSIONS:
-                    by_kind["video"].append(path)
-                else:
-                    self.report.skip(path, "not an image, audio or video file (by its extension)")
-            image = self._one_of(by_kind["image"], "image")
-            audio = self._one_of(by_kind["audio"], "audio file")
-
-            for path in [*by_kind["video"], *([image] if image else [])]:
-                relative = os.path.relpath(path, directory).replace(os.sep, "/")
-                label_name = _class_of(relative)
-                kind = "video" if path in by_kind["video"] else "image"
-                job = Job(kind, path, relative, labels.get(label_name, -1), label_name)
-                if kind == "image":
-                    if audio is None and not config.keep_images_without_audio:
-                        self.report.skip(path, "no audio file with the same basename")
-                        continue
-                    unpaired_images += audio is None
-                    job = dataclasses.replace(job, audio_path=audio)
-                jobs.append(job)
-            if audio is not None and image is None:
-                self.report.skip(audio, "no image with the same basename")
-        if unpaired_images:
-            self.report.note(
-                f"{directory}: {unpaired_images} images without an audio file of their "
-                "basename are stored with has_audio=False"
-            )
+        for group in groups:
+            jobs += [Job("video", (video,), directory, labels) for video in group.videos]
+            if group.images and (group.audio or config.keep_images_without_audio):
+                jobs.append(Job("image", group.images, directory, labels, audio=group.audio))
+            if group.images and not group.audio and not config.keep_images_without_audio:
+                for image in group.images:
+                    self.report.skip(image, "no audio file with the same basename")
+            if group.audio and not group.images:
+                for audio in group.audio:
+                    self.report.skip(audio, "no image with the same basename")
         return jobs
-
-    def _one_of(self, paths: list[str], what: str) -> str | None:
-        """The first of same-basename files (sorted); the others are reported."""
-        if not paths:
-            return None
-        chosen, *others = sorted(paths)
-        for other in others:
-            self.report.skip(other, f"another {what} has the same basename: {chosen}")
-        return chosen
 
     def _job_pairs(self, job: Job) -> Outcome:
         return self._video_pairs(job) if job.kind == "video" else self._image_pair(job)
@@ -201,34 +166,44 @@ class Folder(MediaPairBuilder):
     def _image_pair(self, job: Job) -> Outcome:
         config = self.builder_config
         outcome = Outcome()
-        try:
-            image = media.load_image(job.path, max_side=config.max_side or None)
-            audio = np.zeros((0,), np.int16)
-            if job.audio_path is not None:
-                audio = media.load_audio(job.audio_path, max_seconds=config.max_audio_seconds)
-        except media.MediaError as error:
-            outcome.skipped.append((error.path, error.problem))
+        image = folders.first_readable_image(job.paths, max_side=config.max_side or None)
+        outcome.skipped += image.skipped
+        if image.path is None:
+            outcome.skipped += [
+                (path, "no image of its basename could be read") for path in job.audio
+            ]
             return outcome
-        outcome.notes.extend(f"{job.path}: {repair}" for repair in image.repairs)
-        media_pairs.frame_pair(
+        audio = folders.first_readable_audio(job.audio, max_seconds=config.max_audio_seconds)
+        outcome.skipped += folders.audio_failures(image.path, audio) + audio.unused
+        if audio.path is None and job.audio and not config.keep_images_without_audio:
+            outcome.skipped.append((image.path, "its audio file could not be read"))
+            return outcome
+        outcome.notes.extend(f"{image.path}: {repair}" for repair in image.value.repairs)
+        samples = audio.value if audio.path is not None else np.zeros((0,), np.int16)
+        clip_id, label, label_name = job.clip(image.path)
+        stored = media_pairs.frame_pair(
             outcome,
             config,
-            image.rgb,
-            audio,
-            path=job.path,
-            lossy_source=os.path.splitext(job.path)[1].lower() in (".jpg", ".jpeg"),
-            relevant=audio.size > 0,
-            label=job.label,
-            label_name=job.label_name,
-            clip_id=job.clip_id,
+            image.value.rgb,
+            samples,
+            path=image.path,
+            lossy_source=os.path.splitext(image.path)[1].lower() in (".jpg", ".jpeg"),
+            relevant=samples.size > 0,
+            label=label,
+            label_name=label_name,
+            clip_id=clip_id,
             second=-1,
         )
+        if stored and audio.path is None:
+            outcome.tallies[AUDIO_UNREADABLE if job.audio else WITHOUT_AUDIO] += 1
         return outcome
 
     def _video_pairs(self, job: Job) -> Outcome:
         config = self.builder_config
         outcome = Outcome()
-        clip = media_pairs.decode_clip(job.path, config, outcome, per_second=config.per_second)
+        (path,) = job.paths
+        clip_id, label, label_name = job.clip(path)
+        clip = media_pairs.decode_clip(path, config, outcome, per_second=config.per_second)
         if clip is None:
             return outcome
         frames = [(-1, clip.middle_frame, clip.middle_audio(config.max_audio_seconds))]
@@ -239,12 +214,12 @@ class Folder(MediaPairBuilder):
                 config,
                 rgb,
                 audio,
-                path=job.path,
+                path=path,
                 lossy_source=True,
                 relevant=clip.has_audio,
-                label=job.label,
-                label_name=job.label_name,
-                clip_id=job.clip_id,
+                label=label,
+                label_name=label_name,
+                clip_id=clip_id,
                 second=second,
             )
         return outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -121,12 +122,15 @@ class Outcome:
     examples: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    tallies: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def apply(self, report: BuildReport) -> Iterator[tuple[str, dict[str, Any]]]:
         for path, reason in self.skipped:
             report.skip(path, reason)
         for note in self.notes:
             report.note(note)
+        for text, n in self.tallies.items():
+            report.tally(text, n)
         yield from self.examples
 
 
@@ -143,13 +147,14 @@ def frame_pair(
     label_name: str,
     clip_id: str,
     second: int,
-) -> None:
-    """Adds the pair of one image to `outcome`, or its skip reason when the image is unusable."""
+) -> bool:
+    """Adds the pair of one image to `outcome`, or its skip reason when the image is unusable;
+    returns whether the pair was added."""
     problem = media.image_problem(rgb, min_side=config.min_side, reject_grey=config.skip_grey)
     if problem is not None:
         where = path if second < 0 else f"{path} (second {second})"
         outcome.skipped.append((where, problem))
-        return
+        return False
     image = encode_image(rgb, stored_format(config, lossy_source), config.jpeg_quality)
     outcome.examples.append(
         (
@@ -165,6 +170,7 @@ def frame_pair(
             ),
         )
     )
+    return True
 
 
 def decode_clip(
@@ -211,22 +217,7 @@ class ManualDirError(FileNotFoundError):
 
 
 class EmptySplitError(RuntimeError):
-    """A split whose every input was skipped: TFDS cannot write an empty split."""
-
-
-def require_pairs(
-    split: str, examples: Iterator[tuple[str, dict[str, Any]]], report: BuildReport
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Passes examples through; raises `EmptySplitError` naming the split if there were none."""
-    count = 0
-    for item in examples:
-        count += 1
-        yield item
-    if count == 0:
-        raise EmptySplitError(
-            f"split {split!r} has no usable pair: every input was skipped "
-            f"({len(report.skipped)} skipped so far, listed in the report)"
-        )
+    """No split has a usable pair: there is nothing to write."""
 
 
 def manual_path(manual_dir: os.PathLike | str, relative: str) -> str:
@@ -241,14 +232,38 @@ class MediaPairBuilder(PairBuilder):
 
     def split_pairs(
         self, split: str, jobs: list[T], make_pairs: Callable[[T], Outcome]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The (key, example) pairs of a split: `make_pairs` on each job, in job order."""
-        examples = self._generate_examples(jobs=jobs, make_pairs=make_pairs)
-        return self.pairs(split, require_pairs(split, examples, self.report))
+    ) -> Iterator[tuple[str, dict[str, Any]]] | None:
+        """The (key, example) pairs of a split, `make_pairs` on each job in job order; or None.
 
-    def _generate_examples(
-        self, jobs: list[T], make_pairs: Callable[[T], Outcome]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        workers = self.builder_config.num_workers
-        for outcome in map_in_order(make_pairs, jobs, workers):
+        TFDS fixes the splits before it generates any, and cannot write an empty one; so the
+        jobs are decoded here up to the first that gives a pair. When none does, their reasons
+        go to the report, the split is noted as left out, and None is returned: the other
+        splits are still built. The decoded leading jobs are kept until generation starts.
+        """
+        outcomes = map_in_order(make_pairs, jobs, self.builder_config.num_workers)
+        leading = []
+        for outcome in outcomes:
+            leading.append(outcome)
+            if outcome.examples:
+                break
+        else:
+            for outcome in leading:
+                collections.deque(outcome.apply(self.report), maxlen=0)
+            self.report.note(f"split {split}: every input was skipped, split left out")
+            return None
+
+        return self.pairs(split, self._generate_examples(itertools.chain(leading, outcomes)))
+
+    def _generate_examples(self, outcomes: Iterable[Outcome]) -> Iterator[tuple[str, dict]]:
+        for outcome in outcomes:
             yield from outcome.apply(self.report)
+
+    def require_splits(self, splits: dict[str, Iterator]) -> dict[str, Iterator]:
+        """`splits` without the left-out ones (None); raises `EmptySplitError` if none is left."""
+        usable = {split: pairs for split, pairs in splits.items() if pairs is not None}
+        if not usable:
+            raise EmptySplitError(
+                f"no split has a usable pair: every input was skipped ({len(self.report.skipped)} "
+                "skipped, listed in the report)"
+            )
+        return usable

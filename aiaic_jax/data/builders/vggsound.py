@@ -175,7 +175,7 @@ class Vggsound(MediaPairBuilder):
                     self.report.note(f"split {split}: no clip found, split left out")
                 continue
             splits[split] = self.split_pairs(split, jobs, self._clip_pair)
-        return splits
+        return self.require_splits(splits)
 
     def _classes(
         self, config: VggsoundConfig, known: set[str], manual_dir: str
