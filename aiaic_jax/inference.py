@@ -114,15 +114,29 @@ def _compose(
     return color.l_ab_to_rgb_uint8(gray_l, full_ab)
 
 
+STRIP_ROWS = 256  # the composition of a taller picture runs in strips of this many rows
+
+
 def full_resolution(rgb_u8: np.ndarray, ab: jax.Array, box: Box) -> np.ndarray:
     """[H, W, 3] uint8 + the model's ab [S, S, 2] for the picture in `box` -> [H, W, 3] uint8
-    with the input's own L."""
+    with the input's own L.
+
+    A picture taller than `STRIP_ROWS` is composed strip by strip (each output pixel depends on
+    its own position only, so the result is the same): the memory it takes grows with its
+    width, not its area, and all tall pictures of one width bucket share one compiled shape.
+    """
     height, width = rgb_u8.shape[:2]
-    bucket = (_bucket(height), _bucket(width))
-    padded = np.pad(rgb_u8, ((0, bucket[0] - height), (0, bucket[1] - width), (0, 0)), "edge")
+    rows = _bucket(height) if height <= STRIP_ROWS else STRIP_ROWS
+    columns = _bucket(width)
     scale = np.array([height / box.height, width / box.width], np.float32)
-    translation = np.array([-box.top * scale[0], -box.left * scale[1]], np.float32)
-    return np.asarray(_compose(padded, ab, scale, translation))[:height, :width]
+    output = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        strip = rgb_u8[top : top + rows]
+        padded = np.pad(strip, ((0, rows - len(strip)), (0, columns - width), (0, 0)), "edge")
+        translation = np.array([-box.top * scale[0] - top, -box.left * scale[1]], np.float32)
+        composed = _compose(padded, ab, scale, translation)
+        output[top : top + len(strip)] = np.asarray(composed)[: len(strip), :width]
+    return output
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -8,8 +8,10 @@ from PIL import Image
 
 from aiaic_jax import color
 from aiaic_jax.inference import (
+    STRIP_ROWS,
     Box,
     _bucket,
+    _compose,
     as_model_audio,
     as_rgb_uint8,
     fit_to_model,
@@ -61,7 +63,7 @@ def _smooth_ab(seed=0):
     return jax.image.resize(coarse, (SIZE, SIZE, 2), "bilinear")
 
 
-@pytest.mark.parametrize("size", [(90, 160), (47, 33), (300, 400)])
+@pytest.mark.parametrize("size", [(90, 160), (47, 33), (300, 400), (600, 90)])
 def test_squash_output_is_the_resized_prediction_with_the_inputs_own_l(size):
     """The same as resizing ab to the input with jax.image.resize, for sizes that grow and
     shrink, whatever bucket the composition runs in."""
@@ -85,6 +87,17 @@ def test_pad_output_takes_the_colour_of_the_pictures_box():
     difference = np.abs(result.astype(int) - np.asarray(expected).astype(int))
     assert result.shape == (90, 160, 3)
     assert difference[3:-3].max() <= 1  # away from the box's edge rows, the same colours
+
+
+def test_a_tall_picture_composed_in_strips_equals_one_composition():
+    height, width = STRIP_ROWS * 2 + 37, 70
+    picture = media_factory.colourful_image((width, height), seed=5)
+    ab = _smooth_ab(2)
+    box = Box(0, 10, SIZE, 44)
+    scale = np.array([height / box.height, width / box.width], np.float32)
+    translation = np.array([0.0, -box.left * scale[1]], np.float32)
+    whole = np.asarray(_compose(picture, ab, scale, translation))
+    np.testing.assert_array_equal(full_resolution(picture, ab, box), whole)
 
 
 def test_buckets_are_few_and_waste_little():

@@ -1,0 +1,34 @@
+"""Session set-up shared by every test process.
+
+One persistent JAX compilation cache for the whole session: the xdist workers and the
+training subprocesses that tests start inherit its directory from the controlling process,
+so a program that several tests compile (the tiny model's stage steps, its evaluation) is
+compiled once. It starts empty every session (nothing carries over between runs) and is
+removed at the end. A directory set by the user (JAX_COMPILATION_CACHE_DIR) is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_OWN_CACHE = "AIAIC_TEST_OWN_JAX_CACHE"
+
+
+def pytest_configure(config) -> None:
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # a worker inherits the controller's directory
+    directory = tempfile.mkdtemp(prefix="aiaic_test_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ[_OWN_CACHE] = directory
+
+
+def pytest_unconfigure(config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    directory = os.environ.pop(_OWN_CACHE, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
