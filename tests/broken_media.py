@@ -30,6 +30,7 @@ import numpy as np
 import scipy.io.wavfile
 from PIL import Image
 
+from aiaic_jax import cli
 from aiaic_jax.data import folders, media
 from tests.media_factory import (
     audio_file,
@@ -323,14 +324,7 @@ def judge_build(
 def colorize_output(output_root: str, path: str) -> str:
     """Where colorize writes the output of the corpus file `path` (relative)."""
     output = os.path.join(output_root, path)
-    if folders.kind(path) == "video" and os.path.splitext(path)[1] not in (
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".mkv",
-    ):
-        output += ".mp4"
-    return output
+    return cli._video_output(output) if folders.kind(path) == "video" else output
 
 
 def judge_colorize(

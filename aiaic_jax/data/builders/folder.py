@@ -150,12 +150,12 @@ class Folder(MediaPairBuilder):
         jobs = []
         for group in groups:
             jobs += [Job("video", (video,), directory, labels) for video in group.videos]
-            if group.images and (group.audio or config.keep_images_without_audio):
-                jobs.append(Job("image", group.images, directory, labels, audio=group.audio))
             if group.images and not group.audio and not config.keep_images_without_audio:
                 for image in group.images:
                     self.report.skip(image, "no audio file with the same basename")
-            if group.audio and not group.images:
+            elif group.images:
+                jobs.append(Job("image", group.images, directory, labels, audio=group.audio))
+            else:
                 for audio in group.audio:
                     self.report.skip(audio, "no image with the same basename")
         return jobs
