@@ -4,8 +4,8 @@ PYTHONPATH=. python bench/colorize.py                       # the demo model, ra
 PYTHONPATH=. python bench/colorize.py --run runs/demo/full  # a trained run
 
 Writes a folder of `--pairs` JPEG photos (sizes of ordinary photos, landscape and portrait,
-`--sizes` kinds, scaled by `--photo_scale`) each with a WAV sound of its basename (2-10 s,
-44.1 kHz stereo), then times:
+`--sizes` kinds, scaled by `--photo_scale`; with `--distinct` every photo a size of its own)
+each with a WAV sound of its basename (2-10 s, 44.1 kHz stereo), then times:
 
 - folder: `cli.colorize_folder` (decode every photo and sound, the model in batches, the
   full-resolution composition with each photo's own L, JPEG encoding), the first pass (with
@@ -54,11 +54,22 @@ def _photo(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(smooth + noise, 0, 255).astype(np.uint8)
 
 
-def make_folder(folder: str, pairs: int, kinds: int, scale: float = 1.0, seed: int = 0) -> None:
+def make_folder(
+    folder: str,
+    pairs: int,
+    kinds: int,
+    scale: float = 1.0,
+    seed: int = 0,
+    distinct: bool = False,
+) -> None:
+    """`pairs` photos of `kinds` sizes with a sound each; distinct: every photo a size of its
+    own (the n-th photo 7n x 5n pixels larger than its kind)."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     for index in range(pairs):
         width, height = PHOTO_SIZES[index % kinds]
+        if distinct:
+            width, height = width + 7 * index, height + 5 * index
         size = (max(16, round(width * scale)), max(16, round(height * scale)))
         Image.fromarray(_photo(size, rng)).save(
             os.path.join(folder, f"p{index:04d}.jpg"), quality=90
@@ -94,13 +105,16 @@ def main() -> None:
     parser.add_argument(
         "--photo_scale", type=float, default=1.0, help="scale of the photo sizes (1: 500-1280 px)"
     )
+    parser.add_argument(
+        "--distinct", action="store_true", help="every photo a size of its own (compile costs)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or demo_run(os.path.join(scratch, "run"))
         folder = os.path.join(scratch, "photos")
         started = time.perf_counter()
-        make_folder(folder, args.pairs, args.sizes, args.photo_scale)
+        make_folder(folder, args.pairs, args.sizes, args.photo_scale, distinct=args.distinct)
         print(
             f"folder: {args.pairs} photos + sounds written in {time.perf_counter() - started:.1f} s"
         )

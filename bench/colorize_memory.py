@@ -4,8 +4,10 @@ PYTHONPATH=. python bench/colorize_memory.py                   # the demo model,
 PYTHONPATH=. python bench/colorize_memory.py --sizes 640x480,6000x4000 --run runs/demo/full
 
 Each size runs in a fresh process (`aiaic colorize --checkpoint RUN photo.jpg out.jpg`, a JPEG
-photo with a WAV of its basename), whose peak resident memory (ru_maxrss) is printed with the
-difference to the first size.
+photo with a WAV of its basename), whose peak resident memory is printed with the difference to
+the first size. The peak is the child's own high-water mark (VmHWM, Linux): `ru_maxrss` would
+carry over the parent's resident size from before the child's exec, so the large photos this
+script makes in memory would be counted as the child's.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from bench.colorize import _photo, demo_run  # noqa: E402
 def _peak_mb(argv: list[str]) -> float:
     """Peak RSS in MB of a child process running `argv` (it must exit 0)."""
     code = (
-        "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
+        "import runpy, sys; sys.argv = sys.argv[1:]; "
         "status = 0\n"
         "try:\n    runpy.run_module('aiaic_jax.cli', run_name='__main__')\n"
         "except SystemExit as e:\n    status = e.code or 0\n"
-        "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM:')][0]\n"
+        "print('peak_kb', hwm.split()[1])\n"
         "sys.exit(status)"
     )
     done = subprocess.run(

@@ -266,6 +266,11 @@ def test_grids_show_gray_variants_and_truth_for_the_first_pairs(world):
         )
 
 
+# A per-device batch of another size may take other float32 reductions in the metric networks:
+# one LPIPS mean near 0.16 was seen 2.8e-6 apart (1.7e-5 relative) between 4 devices and 1.
+FLOAT32_NOISE = 1e-5
+
+
 def test_four_devices_give_the_numbers_of_one(world):
     returncode, output = world["four_devices"]
     assert returncode == 0, output
@@ -281,15 +286,21 @@ def test_four_devices_give_the_numbers_of_one(world):
                 four["ave_like"][name][metric],
                 one["ave_like"][name][metric],
                 rtol=1e-5,
+                atol=FLOAT32_NOISE,
                 err_msg=name,
             )
     for key, value in one["relevance"]["ave_like"].items():
-        np.testing.assert_allclose(four["relevance"]["ave_like"][key], value, rtol=1e-5)
+        np.testing.assert_allclose(
+            four["relevance"]["ave_like"][key], value, rtol=1e-5, atol=FLOAT32_NOISE
+        )
     for name in MULTI_DEVICE_VARIANTS:
         for kind, entry in one["by_kind"]["ave_like"][name].items():
             for metric, value in entry.items():
                 np.testing.assert_allclose(
-                    four["by_kind"]["ave_like"][name][kind][metric], value, rtol=1e-5
+                    four["by_kind"]["ave_like"][name][kind][metric],
+                    value,
+                    rtol=1e-5,
+                    atol=FLOAT32_NOISE,
                 )
 
 
