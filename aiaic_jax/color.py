@@ -13,6 +13,9 @@ The formulas, constants and thresholds are skimage's (its sRGB matrix, D65 white
 float32 rounding. Gradients are finite everywhere, including black, pure white and the points
 where a value is clipped: the power laws are evaluated on inputs kept away from zero so that
 the branch `jnp.where` discards cannot put an infinite slope into the gradient.
+
+Also here, as a statistic of colours that both the training loss and the evaluation use:
+`colorfulness` (Hasler and Süsstrunk, as DDColor computes it).
 """
 
 from __future__ import annotations
@@ -180,3 +183,31 @@ def l_ab_to_rgb_uint8(gray_l: jax.Array, ab: jax.Array) -> jax.Array:
     gray_l: [..., 1] in [0, 100]; ab: [..., 2] raw units. Returns uint8 [..., 3].
     """
     return rgb_float_to_uint8(l_ab_to_rgb(gray_l, ab))
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """sqrt with a zero (not NaN) gradient at 0."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def colorfulness(rgb: jax.Array, ddof: int = 0) -> jax.Array:
+    """Hasler and Süsstrunk colorfulness as DDColor computes it; differentiable.
+
+    rgb: [..., H, W, 3] float in any scale (the value scales with it: DDColor's training loss
+    uses sRGB in [0, 1], its metric uint8 values in [0, 255]). With rg = |R - G| and
+    yb = |(R + G) / 2 - B| (DDColor takes absolute values, unlike the paper's signed
+    opponents), returns sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2)
+    per image, shape [...]. ddof = 0 is DDColor's metric (numpy std); its training loss uses
+    torch's unbiased std (ddof = 1). The gradient is finite for grey images too.
+    """
+    rgb = jnp.asarray(rgb)
+    if not jnp.issubdtype(rgb.dtype, jnp.floating):
+        rgb = rgb.astype(jnp.float32)  # unsigned differences would wrap around
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg = jnp.abs(red - green)
+    yb = jnp.abs(0.5 * (red + green) - blue)
+    axes = (-2, -1)
+    std_root = _safe_sqrt(jnp.var(rg, axis=axes, ddof=ddof) + jnp.var(yb, axis=axes, ddof=ddof))
+    mean_root = _safe_sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2)
+    return std_root + 0.3 * mean_root

@@ -34,7 +34,7 @@ MODEL = build_model(small_config())
 @pytest.fixture(scope="module")
 def variables():
     # Threefry keys make random initialisers slow to compile on CPU; rbg keys do not.
-    return init_variables(MODEL, jax.random.key(0, impl="rbg"), SIZE, SPECTROGRAM)
+    return init_variables(MODEL, jax.random.key(0, impl="rbg"), SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -266,9 +266,12 @@ def test_grids_show_gray_variants_and_truth_for_the_first_pairs(world):
         )
 
 
-# A per-device batch of another size may take other float32 reductions in the metric networks:
-# one LPIPS mean near 0.16 was seen 2.8e-6 apart (1.7e-5 relative) between 4 devices and 1.
+# A per-device batch of another size may take other float32 reductions, in the model (where a
+# prediction near a rounding boundary can then round to the next uint8 level) and in the metric
+# networks: seen between 4 devices and 1, an LPIPS mean near 0.16 2.8e-6 apart and a PSNR mean
+# over two pairs 21.2271 vs 21.2282 dB (5e-5 relative, some tens of pixels one level apart).
 FLOAT32_NOISE = 1e-5
+ROUNDING = 3e-4  # relative
 
 
 def test_four_devices_give_the_numbers_of_one(world):
@@ -285,7 +288,7 @@ def test_four_devices_give_the_numbers_of_one(world):
             np.testing.assert_allclose(
                 four["ave_like"][name][metric],
                 one["ave_like"][name][metric],
-                rtol=1e-5,
+                rtol=ROUNDING,
                 atol=FLOAT32_NOISE,
                 err_msg=name,
             )
@@ -299,7 +302,7 @@ def test_four_devices_give_the_numbers_of_one(world):
                 np.testing.assert_allclose(
                     four["by_kind"]["ave_like"][name][kind][metric],
                     value,
-                    rtol=1e-5,
+                    rtol=ROUNDING,
                     atol=FLOAT32_NOISE,
                 )
 

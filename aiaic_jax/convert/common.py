@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from aiaic_jax.trees import CheckpointMismatch as CheckpointMismatch
+from aiaic_jax.trees import flatten, set_leaf
+from aiaic_jax.trees import merge_variables as merge_variables
+
 StateDict = dict[str, np.ndarray]
 # Nested dict of arrays, as Flax variables are.
 Tree = dict[str, Any]
 
 _WRAPPER_KEYS = ("params", "state_dict", "model_state_dict", "model")
-
-
-class CheckpointMismatch(ValueError):
-    """The checkpoint's keys or shapes do not fit the model; the message lists every one."""
 
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
@@ -121,7 +121,7 @@ def assign(
     problems: list[str] = []
     used: set[str] = set()
     out: Tree = {}
-    template_leaves = dict(_flatten(template))
+    template_leaves = dict(flatten(template))
     for target, (key, transform) in mapping.items():
         if target not in template_leaves:
             problems.append(f"target {'/'.join(target)} does not exist in the model")
@@ -138,7 +138,7 @@ def assign(
                 f"{'/'.join(target)} {expected}"
             )
             continue
-        _set(out, target, value.astype(template_leaves[target].dtype))
+        set_leaf(out, target, value.astype(template_leaves[target].dtype))
     unmapped_targets = sorted("/".join(t) for t in template_leaves if t not in mapping)
     problems += [f"no source for {t}" for t in unmapped_targets]
     unused = sorted(k for k in state if k not in used and not ignore(k))
@@ -148,47 +148,6 @@ def assign(
             f"{source} does not fit the model ({len(problems)} problems):\n  "
             + "\n  ".join(problems)
         )
-    return out
-
-
-def _flatten(tree: Mapping[str, Any], prefix: TargetPath = ()) -> list[tuple[TargetPath, Any]]:
-    items: list[tuple[TargetPath, Any]] = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            items += _flatten(value, (*prefix, key))
-        else:
-            items.append(((*prefix, key), value))
-    return items
-
-
-def _set(tree: Tree, path: TargetPath, value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
-
-
-def merge_variables(base: Mapping[str, Any], update: Mapping[str, Any]) -> Tree:
-    """`base` with every leaf that `update` has replaced; `update` may be a partial tree.
-
-    Raises CheckpointMismatch if `update` has a leaf that `base` lacks or of another shape.
-    """
-    base_leaves = dict(_flatten(base))
-    problems = []
-    out: Tree = {}
-    for path, value in base_leaves.items():
-        _set(out, path, value)
-    for path, value in _flatten(update):
-        if path not in base_leaves:
-            problems.append(f"{'/'.join(path)} is not in the model")
-        elif tuple(np.shape(value)) != tuple(np.shape(base_leaves[path])):
-            problems.append(
-                f"{'/'.join(path)} has shape {tuple(np.shape(value))}, the model "
-                f"{tuple(np.shape(base_leaves[path]))}"
-            )
-        else:
-            _set(out, path, value)
-    if problems:
-        raise CheckpointMismatch("variables do not fit the model:\n  " + "\n  ".join(problems))
     return out
 
 

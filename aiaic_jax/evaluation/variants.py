@@ -32,7 +32,7 @@ import numpy as np
 
 from aiaic_jax import preprocess
 from aiaic_jax.convert.common import restore_variables
-from aiaic_jax.models.aiaic import AIAIC, build_model
+from aiaic_jax.models.aiaic import AIAIC, abstract_variables, build_model
 
 # Runs a variant can come from (keys of `eval.py --runs`).
 RUNS = ("full", "wo_r", "e2e")
@@ -193,12 +193,8 @@ def model_from_config(config: ml_collections.FrozenConfigDict) -> AIAIC:
 
 @functools.cache
 def _variable_template(model: AIAIC, image_size: int) -> dict[str, Any]:
-    """Shapes and dtypes of every variable of `model` (traced, not computed)."""
-    gray_l = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
-    color_rgb = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    spectrogram = jax.ShapeDtypeStruct((1, 257, 98), jnp.float32)
-    init = functools.partial(model.init, method=AIAIC.init_all)
-    return jax.eval_shape(init, jax.random.key(0, impl="rbg"), gray_l, color_rgb, spectrogram)
+    """Shapes and dtypes of every variable of `model` (traced, not computed), once per model."""
+    return abstract_variables(model, image_size)
 
 
 def load_variables(model: AIAIC, directory: str | os.PathLike, image_size: int) -> dict[str, Any]:

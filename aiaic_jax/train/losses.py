@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from aiaic_jax.evaluation.metrics import colorfulness
+from aiaic_jax.color import colorfulness
 from aiaic_jax.models.vgg import VGG16Features
 
 # torchvision's Grayscale: ITU-R 601 luma weights on sRGB values.

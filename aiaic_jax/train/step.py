@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -39,19 +38,13 @@ from flax import traverse_util
 
 from aiaic_jax import color, preprocess
 from aiaic_jax.models.aiaic import AIAIC
-from aiaic_jax.models.audio_encoder import AudioResNet18
 from aiaic_jax.models.discriminator import DynamicUNetDiscriminator
 from aiaic_jax.models.guidance import l2_normalize
-from aiaic_jax.models.relevance import ProjectionHead
-from aiaic_jax.models.vgg import VGG16Features
 from aiaic_jax.train import losses, optim
 from aiaic_jax.train.stages import COLOUR, SEMANTIC, Stage
 
 Tree = Any
 NO_BAD_STEP = -1
-
-# RNet's image feature: VGG16's last conv block averaged over space (models/relevance.py).
-_RNET_IMAGE_LAYER = "relu5_3"
 
 
 @flax.struct.dataclass
@@ -393,14 +386,14 @@ class StepBuilder:
         """RNet: BCE on each image with its own audio and with another clip's (Eq. 11)."""
         batch = inputs.gray_l.shape[0]
         partner = losses.negative_partners(rng, batch)
-        own_logit, negative_logit, new_rnet_stats = relevance_pair_logits(
-            self.model,
-            params["relevance"],
-            state.batch_stats["relevance"],
+        (own_logit, negative_logit), updated = self.model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
             inputs.gray_l,
             inputs.spectrogram,
             partner,
-            train_audio=self.rnet_audio_train,
+            train=self.rnet_audio_train,
+            method=AIAIC.relevance_pairs,
+            mutable=["batch_stats"],
         )
         own_weight = inputs.has_audio
         other_class = (labels < 0) | (labels[partner] < 0) | (labels != labels[partner])
@@ -421,8 +414,7 @@ class StepBuilder:
             ),
             "relevance_negatives": jnp.sum(negative_weight.astype(jnp.float32)),
         }
-        new_stats = dict(state.batch_stats)
-        new_stats["relevance"] = new_rnet_stats
+        new_stats = _merge_stats(state.batch_stats, updated["batch_stats"])
         total = float(self.stage.loss.relevance_weight) * loss
         return total, (terms, new_stats, {})
 
@@ -477,48 +469,3 @@ def _relevance_stats(relevance: jax.Array, inputs: preprocess.ModelInputs) -> di
         "relevance_mean": jnp.mean(relevance),
         "relevance_mean_with_audio": losses.weighted_mean(relevance, inputs.has_audio),
     }
-
-
-def relevance_pair_logits(
-    model: AIAIC,
-    rnet_params: Tree,
-    rnet_stats: Tree,
-    gray_l: jax.Array,
-    spectrogram: jax.Array,
-    partner: jax.Array,
-    *,
-    train_audio: bool = False,
-) -> tuple[jax.Array, jax.Array, Tree]:
-    """RNet logits (Eq. 9-10) of every image with its own audio and with `partner`'s audio.
-
-    Each encoder runs once per image and once per audio clip; the negative pairs are formed
-    by indexing the embeddings, which halves the cost of running RNet on both pair sets.
-    Computes what `AIAIC.relevance` computes (tests check they agree).
-
-    rnet_params / rnet_stats: `params["relevance"]` / `batch_stats["relevance"]`;
-    gray_l [B, H, W, 1]; spectrogram [B, F, T]; partner [B] int. Returns (own logits [B],
-    negative logits [B], RNet batch_stats).
-    """
-    audio_encoder = AudioResNet18(width=model.relevance_audio_width)
-    audio_feature, audio_stats = audio_encoder.apply(
-        {"params": rnet_params["audio_encoder"], "batch_stats": rnet_stats["audio_encoder"]},
-        spectrogram,
-        train=train_audio,
-        mutable=["batch_stats"],
-    )
-    image_map = VGG16Features().apply(
-        {"params": rnet_params["image_encoder"]},
-        color.gray_rgb_from_l(gray_l),
-        (_RNET_IMAGE_LAYER,),
-    )[_RNET_IMAGE_LAYER]
-    image_feature = jnp.mean(image_map, axis=(1, 2))  # [B, 512]
-    head = ProjectionHead(model.relevance_hidden, model.relevance_dim)
-    audio_embedding = l2_normalize(head.apply({"params": rnet_params["audio_head"]}, audio_feature))
-    image_embedding = l2_normalize(head.apply({"params": rnet_params["image_head"]}, image_feature))
-    own = jnp.sum(audio_embedding * image_embedding, axis=-1)  # Eq. 9
-    negative = jnp.sum(audio_embedding[partner] * image_embedding, axis=-1)
-    similarity = jnp.stack([own, negative], axis=0)[..., None]  # [2, B, 1]
-    logits = nn.Dense(1).apply({"params": rnet_params["fc"]}, similarity)[..., 0]  # Eq. 10
-    stats = dict(rnet_stats)
-    stats["audio_encoder"] = audio_stats["batch_stats"]
-    return logits[0], logits[1], stats
