@@ -7,9 +7,10 @@ Needs a checkout of the official code (github.com/piddnad/DDColor) and torch:
 Builds the official model, gives it random weights (layer scales, norms and BatchNorm
 statistics too, so that no branch is hidden behind a near-zero init), runs a few training-mode
 forwards so that the spectral-norm vectors are real power-iteration estimates, saves the state
-dict, converts it with `aiaic_jax.convert.ddcolor`, and compares on the same grey images:
-the ab output in evaluation mode, the intermediate features (encoder, pixel decoder, colour
-decoder), and one training-mode forward with the updated BatchNorm and spectral-norm state.
+dict, converts it with `aiaic_jax.models.backbones.ddcolor.convert`, and compares on the same grey
+images: the ab output in evaluation mode, the intermediate features (encoder, pixel decoder,
+colour decoder), and one training-mode forward with the updated BatchNorm and spectral-norm
+state.
 Prints the largest absolute differences.
 """
 
@@ -27,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from aiaic_jax.color import gray_rgb_from_l
-from aiaic_jax.convert.ddcolor import convert_ddcolor
 from aiaic_jax.models.backbones import get_backbone
-from aiaic_jax.models.backbones.ddcolor_decoder import color_maps, upsample_subpixel
+from aiaic_jax.models.backbones.ddcolor.convert import convert_ddcolor
+from aiaic_jax.models.backbones.ddcolor.decoder import color_maps, upsample_subpixel
 
 
 def import_official(src: Path):

@@ -22,7 +22,7 @@ from aiaic_jax.convert.common import (
     read_state_dict,
     restore_variables,
 )
-from aiaic_jax.convert.ddcolor import (
+from aiaic_jax.models.backbones.ddcolor.convert import (
     Rule,
     convert_convnext,
     convert_ddcolor,
@@ -34,9 +34,9 @@ from aiaic_jax.convert.ddcolor import (
     imagenet_convnext_template,
     key_map,
 )
-from aiaic_jax.models.backbones.convnext import ConvNeXtBlock
-from aiaic_jax.models.backbones.ddcolor import DDColor
-from aiaic_jax.models.backbones.ddcolor_decoder import MultiHeadAttention
+from aiaic_jax.models.backbones.ddcolor.convnext import ConvNeXtBlock
+from aiaic_jax.models.backbones.ddcolor.decoder import MultiHeadAttention
+from aiaic_jax.models.backbones.ddcolor.model import DDColor
 
 torch = pytest.importorskip("torch")  # writes the .pth files; `make test` installs the CPU build
 

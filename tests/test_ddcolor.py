@@ -16,7 +16,7 @@ except ImportError:
     torch = None
 
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
-from aiaic_jax.models.backbones.ddcolor_decoder import (
+from aiaic_jax.models.backbones.ddcolor.decoder import (
     PixelShuffleUpsample,
     dot_product_attention,
     sine_position_encoding,

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from aiaic_jax.models.discriminator import (
+from aiaic_jax.models.backbones.ddcolor.discriminator import (
     DynamicUNetDiscriminator,
     SelfAttention,
     SpectralConv,

@@ -21,20 +21,21 @@ import jax
 import numpy as np
 
 from aiaic_jax.convert.common import CheckpointMismatch, save_variables
+from aiaic_jax.models import backbones
 
-# name -> (module, function); imported only when used, so that one converter's dependencies
-# do not burden the others.
-CONVERTERS: dict[str, tuple[str, str]] = {
-    "ddcolor": ("aiaic_jax.convert.ddcolor", "convert_ddcolor"),
-    "convnext": ("aiaic_jax.convert.ddcolor", "convert_convnext"),
-    "vggsound": ("aiaic_jax.convert.vggsound", "convert_vggsound"),
+# The backbones' converters (their registry) and the audio network's.
+CONVERTERS: dict[str, backbones.Converter] = {
+    **backbones.CONVERTERS,
+    "vggsound": backbones.Converter(
+        "aiaic_jax.convert.vggsound", "convert_vggsound", description="VGGSound audio network"
+    ),
 }
-_SIZED = ("ddcolor", "convnext")
+_SIZED = tuple(name for name, entry in CONVERTERS.items() if entry.sized)
 
 
 def converter(name: str) -> Callable[..., Any]:
     """The conversion function registered as `name` (path -> variables)."""
-    module, function = CONVERTERS[name]
+    module, function = CONVERTERS[name].module, CONVERTERS[name].function
     try:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as e:

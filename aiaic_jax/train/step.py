@@ -38,7 +38,7 @@ from flax import traverse_util
 
 from aiaic_jax import color, preprocess
 from aiaic_jax.models.aiaic import AIAIC
-from aiaic_jax.models.discriminator import DynamicUNetDiscriminator
+from aiaic_jax.models.backbones.ddcolor.discriminator import DynamicUNetDiscriminator
 from aiaic_jax.models.guidance import l2_normalize
 from aiaic_jax.train import losses, optim
 from aiaic_jax.train.stages import COLOUR, SEMANTIC, Stage

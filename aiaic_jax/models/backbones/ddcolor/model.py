@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aiaic_jax.color import gray_rgb_from_l
-from aiaic_jax.models.backbones.convnext import ConvNeXt
-from aiaic_jax.models.backbones.ddcolor_decoder import (
+from aiaic_jax.models.backbones.ddcolor.convnext import ConvNeXt
+from aiaic_jax.models.backbones.ddcolor.decoder import (
     MultiScaleColorDecoder,
     PixelDecoder,
     upsample_subpixel,

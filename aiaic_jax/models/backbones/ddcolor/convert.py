@@ -32,8 +32,8 @@ from aiaic_jax.convert.common import (
     assign,
     read_state_dict,
 )
-from aiaic_jax.models.backbones.convnext import CONVNEXT_SIZES, ConvNeXt
-from aiaic_jax.models.backbones.ddcolor import DDCOLOR_SIZES, DDColor
+from aiaic_jax.models.backbones.ddcolor.convnext import CONVNEXT_SIZES, ConvNeXt
+from aiaic_jax.models.backbones.ddcolor.model import DDCOLOR_SIZES, DDColor
 
 BACKBONE = "backbone"  # the composed model's name for its colorization backbone
 OFFICIAL_NUM_HEADS = 8  # not recoverable from a checkpoint; every official model uses 8
