@@ -43,7 +43,7 @@ def measure(
 
     from aiaic_jax.models.aiaic import build_model
     from aiaic_jax.train import loop, parallel, stages
-    from aiaic_jax.train.step import StepBuilder
+    from aiaic_jax.train.steps import make_step
     from tests.tiny_training import random_variables
 
     config = importlib.import_module(f"configs.{config_name}").get_config()
@@ -51,7 +51,7 @@ def measure(
     stage = stages.resolve(config, stage_name, train_size=1)
     model = build_model(config.model)
     template = loop.abstract_variables(model, config)
-    builder = StepBuilder(config, stage, model, template["params"])
+    builder = make_step(config, stage, model, template["params"])
     discriminator = None
     if builder.discriminator is not None:
         discriminator = random_variables(
@@ -73,7 +73,7 @@ def measure(
     }
     batch = parallel.to_global(batch, mesh)
     key = parallel.replicate(loop.stage_rng(config, stage.name), mesh)
-    constants = parallel.replicate(loop.step_constants(stage), mesh)
+    constants = parallel.replicate(builder.constants(), mesh)
 
     started = time.perf_counter()
     compiled = loop.compile_train_step(

@@ -6,11 +6,12 @@ Not run on its own: see configs/demo.py and the backbone configs.
 import ml_collections
 
 from aiaic_jax import preprocess
-from aiaic_jax.models import aiaic
+from aiaic_jax.models import aiaic, backbones
 from aiaic_jax.train import losses, optim, stages
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(backbone: str = "ddcolor_tiny") -> ml_collections.ConfigDict:
+    """The shared settings, with the loss and discriminator of `backbone`'s objective."""
     config = ml_collections.ConfigDict()
     config.seed = 0
 
@@ -27,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_workers = 0  # grain worker processes; 0 reads in the main process
 
     config.model = aiaic.default_model_config()
+    config.model.backbone = backbone
     config.audio = preprocess.audio_config()
 
     # The "w/o r" variant trains no RNet: no masking in stage 1, r = 1 in stage 3. Run it in
@@ -37,14 +39,16 @@ def get_config() -> ml_collections.ConfigDict:
     # `W/<stage>/final`. Empty: a fresh init.
     config.init_from = ""
 
-    config.loss = losses.loss_config()
+    # The backbone's objective (its loss weights and its discriminator) with the paper's weights.
+    objective = backbones.objective_class(config.model.backbone)
+    config.loss = losses.loss_config(objective.loss_config())
     # The generator's optimizer (every stage unless config.stages.<name>.optimizer overrides).
     config.optimizer = optim.optimizer_config()
-    # DDColor's discriminator, used by colour stages with loss.gan_weight > 0.
-    config.discriminator = ml_collections.ConfigDict()
-    config.discriminator.width = 64  # the official nf
-    config.discriminator.num_blocks = 3
-    config.discriminator.optimizer = optim.optimizer_config(name="adam", weight_decay=0.0)
+    # The objective's adversary, used by colour stages with loss.gan_weight > 0.
+    config.discriminator = objective.discriminator_config()
+    config.discriminator.optimizer = optim.optimizer_config(
+        **config.discriminator.optimizer.to_dict()
+    )
     config.stages = stages.default_stages()
 
     config.train = ml_collections.ConfigDict()

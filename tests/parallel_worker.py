@@ -22,7 +22,7 @@ import numpy as np
 
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import loop, parallel, stages
-from aiaic_jax.train.step import StepBuilder
+from aiaic_jax.train.steps import make_step
 from tests.tiny_training import random_batch, random_variables, tiny_config
 
 GLOBAL_BATCH = 4
@@ -41,11 +41,11 @@ def run_steps(
     model = build_model(config.model)
     template = loop.abstract_variables(model, config)
     stage = stages.resolve(config, stage_name, train_size=16)
-    builder = StepBuilder(config, stage, model, template["params"])
+    builder = make_step(config, stage, model, template["params"])
     variables = parallel.replicate(random_variables(template, seed=0), mesh)
     state = jax.jit(builder.init_state, out_shardings=parallel.replicated(mesh))(variables, None)
     rng = parallel.replicate(loop.stage_rng(config, stage.name), mesh)
-    constants = parallel.replicate(loop.step_constants(stage), mesh)
+    constants = parallel.replicate(builder.constants(), mesh)
 
     per_process = GLOBAL_BATCH // jax.process_count()
     rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)

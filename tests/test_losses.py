@@ -1,10 +1,14 @@
-"""Training losses against independent computations (numpy, direct VGG features)."""
+"""Training losses against independent computations (numpy, direct VGG features): DDColor's
+objective (models/backbones/ddcolor/objective.py), the shared terms (loss_terms.py) and the
+paper's L_s and RNet BCE (train/losses.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aiaic_jax import loss_terms
+from aiaic_jax.models.backbones.ddcolor import objective as ddcolor_objective
 from aiaic_jax.models.vgg import VGG16Features, pretrained_vgg16_params
 from aiaic_jax.train import losses
 
@@ -28,13 +32,15 @@ def test_colour_enhancement_blends_with_the_luma_grey_and_clips():
     rgb = _rng().uniform(0, 1, (B, SIZE, SIZE, 3)).astype(np.float32)
     gray = 0.2989 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
     expected = np.clip(gray[..., None] * (1 - 1.2) + rgb * 1.2, 0, 1)
-    np.testing.assert_allclose(losses.enhance_colour(rgb, 1.2), expected, atol=1e-6)
-    np.testing.assert_allclose(losses.enhance_colour(rgb, 1.0), rgb, atol=1e-7)
+    np.testing.assert_allclose(ddcolor_objective.enhance_colour(rgb, 1.2), expected, atol=1e-6)
+    np.testing.assert_allclose(ddcolor_objective.enhance_colour(rgb, 1.0), rgb, atol=1e-7)
 
 
 def test_l1_on_ab_is_the_mean_absolute_error_in_lab_units():
     pred, target = _rng().normal(0, 30, (2, B, SIZE, SIZE, 2)).astype(np.float32)
-    np.testing.assert_allclose(losses.l1_ab(pred, target), np.abs(pred - target).mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ddcolor_objective.l1_ab(pred, target), np.abs(pred - target).mean(), rtol=1e-6
+    )
 
 
 def test_perceptual_loss_is_the_weighted_l1_of_vgg_conv_features():
@@ -51,7 +57,7 @@ def test_perceptual_loss_is_the_weighted_l1_of_vgg_conv_features():
     @jax.jit
     def loss_grads_and_features(pred, target):
         loss, grads = jax.value_and_grad(
-            lambda p, t: losses.perceptual(vgg, p, t, weights), argnums=(0, 1)
+            lambda p, t: ddcolor_objective.perceptual(vgg, p, t, weights), argnums=(0, 1)
         )(pred, target)
         network = VGG16Features()
         features = [network.apply(vgg, image, tuple(weights)) for image in (pred, target)]
@@ -81,7 +87,7 @@ def _colorfulness_numpy(rgb):
 def test_colorfulness_term_is_the_mean_of_one_minus_cf_with_unbiased_std():
     rgb = _rng(2).uniform(0, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
     expected = np.mean(1.0 - _colorfulness_numpy(rgb))
-    np.testing.assert_allclose(losses.colorfulness_term(rgb), expected, rtol=1e-5)
+    np.testing.assert_allclose(ddcolor_objective.colorfulness_term(rgb), expected, rtol=1e-5)
 
 
 def test_colorfulness_weight_two_with_a_mean_equals_the_official_per_gpu_sum():
@@ -89,15 +95,17 @@ def test_colorfulness_weight_two_with_a_mean_equals_the_official_per_gpu_sum():
     rgb = _rng(3).uniform(0, 1, (16, SIZE, SIZE, 3)).astype(np.float32)
     per_image = 1.0 - _colorfulness_numpy(rgb)
     official = np.mean([0.5 * per_image[g * 4 : (g + 1) * 4].sum() for g in range(4)])
-    weight = losses.loss_config().colorfulness_weight
-    np.testing.assert_allclose(weight * losses.colorfulness_term(rgb), official, rtol=1e-5)
+    weight = ddcolor_objective.loss_config().colorfulness_weight
+    np.testing.assert_allclose(
+        weight * ddcolor_objective.colorfulness_term(rgb), official, rtol=1e-5
+    )
 
 
 def test_gan_terms_are_the_vanilla_bce_with_logits():
     real, fake = _rng(4).normal(0, 3, (2, B, 169)).astype(np.float32)
-    np.testing.assert_allclose(losses.gan_generator(fake), _bce(fake, 1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss_terms.gan_generator(fake), _bce(fake, 1).mean(), rtol=1e-5)
     np.testing.assert_allclose(
-        losses.gan_discriminator(real, fake),
+        loss_terms.gan_discriminator(real, fake),
         _bce(real, 1).mean() + _bce(fake, 0).mean(),  # no factor 1/2
         rtol=1e-5,
     )
@@ -105,13 +113,13 @@ def test_gan_terms_are_the_vanilla_bce_with_logits():
 
 def test_bce_with_logits_stays_finite_for_large_logits():
     logits = jnp.array([-200.0, -30.0, 0.0, 30.0, 200.0])
-    values = losses.bce_with_logits(logits, 1.0)
+    values = loss_terms.bce_with_logits(logits, 1.0)
     assert np.all(np.isfinite(values))
     np.testing.assert_allclose(values[-1], 0.0, atol=1e-12)
     np.testing.assert_allclose(values[0], 200.0, rtol=1e-6)
     moderate = np.array([-3.0, 0.0, 3.0], np.float32)
     np.testing.assert_allclose(
-        losses.bce_with_logits(moderate, 0.25), _bce(moderate, 0.25), rtol=1e-5
+        loss_terms.bce_with_logits(moderate, 0.25), _bce(moderate, 0.25), rtol=1e-5
     )
 
 

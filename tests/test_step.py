@@ -1,6 +1,6 @@
-"""The train step: which modules run in training mode, the non-finite guard, RNet's paired
-logits. A reduced DDColor demo model at 64x64 with random variables. (What each stage trains
-and keeps frozen, bit for bit, is checked on the stages of tests/test_loop.py.)"""
+"""The stages' steps (train/state.py, train/steps/): which modules run in training mode, the
+non-finite guard. A reduced DDColor demo model at 64x64 with random variables. (What each stage
+trains and keeps frozen, bit for bit, is checked on the stages of tests/test_loop.py.)"""
 
 import jax
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import loop, parallel, stages
-from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder
+from aiaic_jax.train.state import NO_BAD_STEP
+from aiaic_jax.train.steps import make_step
 from tests.tiny_training import random_batch, random_variables, tiny_config
 
 BATCH = 4
@@ -23,7 +24,7 @@ def setup(tmp_path_factory):
 
 
 def _builder(config, model, template, name):
-    return StepBuilder(config, stages.resolve(config, name, 16), model, template["params"])
+    return make_step(config, stages.resolve(config, name, 16), model, template["params"])
 
 
 def _run(config, builder, variables, num_steps):
@@ -31,7 +32,7 @@ def _run(config, builder, variables, num_steps):
     mesh = parallel.make_mesh()
     state = jax.jit(builder.init_state)(variables, None)
     rng = loop.stage_rng(config, builder.stage.name)
-    constants = loop.step_constants(builder.stage)
+    constants = builder.constants()
     batch = random_batch(BATCH)
     step = loop.compile_train_step(builder, mesh, state, batch, rng, constants, fast=True)
     states, metrics = [jax.device_get(state)], []
@@ -56,7 +57,7 @@ def _same_bits(a, b):
 def test_frozen_modules_run_in_evaluation_mode(setup):
     config, model, template, _ = setup
     flags = {
-        name: (b.backbone_train, b.audio_train)
+        name: (getattr(b, "backbone_train", False), getattr(b, "audio_train", False))
         for name in stages.STAGE_NAMES
         for b in [_builder(config, model, template, name)]
     }

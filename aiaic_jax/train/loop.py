@@ -32,9 +32,9 @@ from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restor
 from aiaic_jax.data import pipeline
 from aiaic_jax.models import aiaic
 from aiaic_jax.models.aiaic import AIAIC, build_model
-from aiaic_jax.models.vgg import pretrained_vgg16_params
 from aiaic_jax.train import checkpoint, logs, parallel, stages
-from aiaic_jax.train.step import NO_BAD_STEP, StepBuilder, TrainState
+from aiaic_jax.train.state import NO_BAD_STEP, Step, TrainState
+from aiaic_jax.train.steps import make_step
 
 # XLA options for compiling one-off initialisers: their run time does not matter, their compile
 # time does (the demo model's init: 48 s with the defaults, 11 s with these, on a 2-core CPU).
@@ -85,7 +85,7 @@ def train_stage(
 
     model = build_model(config.model)
     template = abstract_variables(model, config)
-    builder = StepBuilder(config, stage, model, template["params"])
+    stage_step = make_step(config, stage, model, template["params"])
     log = logs.StageLog(checkpoint.stage_dir(workdir, name), enabled=is_main)
     log.write_config(_config_json(config, stage))
 
@@ -93,14 +93,14 @@ def train_stage(
     data_seed = int(config.seed) * 100 + stage_index
     iterator = pipeline.train_iterator(data_config, seed=data_seed)
     rng = parallel.replicate(stage_rng(config, name), mesh)
-    constants = parallel.replicate(step_constants(stage), mesh)
+    constants = parallel.replicate(stage_step.constants(), mesh)
 
     discriminator_template = (
-        abstract_discriminator_variables(builder, config) if builder.discriminator else None
+        abstract_discriminator_variables(stage_step, config) if stage_step.discriminator else None
     )
     state = None
     if start is not None:
-        abstract_state = jax.eval_shape(builder.init_state, template, discriminator_template)
+        abstract_state = jax.eval_shape(stage_step.init_state, template, discriminator_template)
     while start is not None:
         try:
             written_by = checkpoints.topology(start)
@@ -134,9 +134,9 @@ def train_stage(
         start = 0
         variables = initial_variables(config, workdir, stage, model, template)
         discriminator_variables = (
-            init_discriminator_variables(builder, config) if builder.discriminator else None
+            init_discriminator_variables(stage_step, config) if stage_step.discriminator else None
         )
-        init_state = jax.jit(builder.init_state, out_shardings=replicated)
+        init_state = jax.jit(stage_step.init_state, out_shardings=replicated)
         state = init_state(
             parallel.replicate(variables, mesh),
             parallel.replicate(discriminator_variables, mesh),
@@ -145,7 +145,17 @@ def train_stage(
     log.keep_until(start)  # metrics past the step training continues from are redone
     if start < stage.num_steps:
         state, metrics = _train(
-            config, stage, builder, state, iterator, rng, constants, checkpoints, log, mesh, start
+            config,
+            stage,
+            stage_step,
+            state,
+            iterator,
+            rng,
+            constants,
+            checkpoints,
+            log,
+            mesh,
+            start,
         )
     else:
         metrics = {}
@@ -160,7 +170,7 @@ def train_stage(
 def _train(
     config: ml_collections.ConfigDict,
     stage: stages.Stage,
-    builder: StepBuilder,
+    stage_step: Step,
     state: TrainState,
     iterator,
     rng: jax.Array,
@@ -173,7 +183,7 @@ def _train(
     batch = parallel.to_global(next(iterator), mesh)
     started = time.perf_counter()
     compiled = compile_train_step(
-        builder, mesh, state, batch, rng, constants, fast=bool(config.train.fast_compile)
+        stage_step, mesh, state, batch, rng, constants, fast=bool(config.train.fast_compile)
     )
     compile_seconds = time.perf_counter() - started
     logging.info("%s: train step compiled in %.1f s", stage.name, compile_seconds)
@@ -181,7 +191,7 @@ def _train(
     log_every = max(1, int(config.train.log_every))
     checkpoint_every = int(config.train.checkpoint_every)
     grid_every = int(config.train.grid_every)
-    preview = _Preview(config, builder, mesh) if grid_every > 0 else None
+    preview = _Preview(config, stage_step, mesh) if grid_every > 0 else None
     bar = logs.progress_bar(stage.num_steps, start, enabled=log.enabled, description=stage.name)
     metrics: dict[str, float] = {"compile_seconds": compile_seconds}
     timer_start, timer_step = time.perf_counter(), start
@@ -286,14 +296,8 @@ def stage_rng(config: ml_collections.ConfigDict, name: str) -> np.ndarray:
     return np.asarray(jax.random.key_data(key))
 
 
-def step_constants(stage: stages.Stage) -> dict[str, Any]:
-    """The train step's frozen inputs: the perceptual loss's VGG16 for colour stages."""
-    perceptual = stage.kind == stages.COLOUR and float(stage.loss.perceptual_weight) > 0
-    return {"vgg": pretrained_vgg16_params() if perceptual else {}}
-
-
 def compile_train_step(
-    builder: StepBuilder,
+    stage_step: Step,
     mesh: Mesh,
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -306,7 +310,7 @@ def compile_train_step(
     `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`."""
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     train_step = jax.jit(
-        builder.train_step,
+        stage_step.train_step,
         in_shardings=(replicated, sharded, replicated, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -318,7 +322,7 @@ def compile_train_step(
 class _Preview:
     """The images of a grid, from a fixed batch of the first evaluation split."""
 
-    def __init__(self, config: ml_collections.ConfigDict, builder: StepBuilder, mesh: Mesh):
+    def __init__(self, config: ml_collections.ConfigDict, stage_step: Step, mesh: Mesh):
         replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
         devices = jax.device_count()
         wanted = max(1, int(config.train.grid_images))
@@ -329,7 +333,7 @@ class _Preview:
         self.batch = parallel.to_global(next(batches), mesh)
         batches.close()
         self.preview = jax.jit(
-            builder.preview,
+            stage_step.preview,
             in_shardings=(replicated, replicated, sharded, replicated),
             out_shardings=replicated,
         )
@@ -391,20 +395,18 @@ def init_model_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dic
 
 
 def abstract_discriminator_variables(
-    builder: StepBuilder, config: ml_collections.ConfigDict
+    stage_step: Step, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
-    rgb = aiaic.template_inputs(int(config.data.image_size))[1]
-    init = partial(builder.discriminator.init, update_stats=False)
-    return jax.eval_shape(init, _init_key(config), rgb)
+    init = partial(stage_step.objective.init_discriminator, image_size=int(config.data.image_size))
+    return jax.eval_shape(init, _init_key(config))
 
 
 def init_discriminator_variables(
-    builder: StepBuilder, config: ml_collections.ConfigDict
+    stage_step: Step, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
-    """A fresh discriminator: each colour stage with a GAN term starts its own."""
-    rgb = aiaic.template_inputs(int(config.data.image_size))[1]
-    init = partial(builder.discriminator.init, update_stats=False)
-    return _fast_init(init, jax.random.fold_in(_init_key(config), 1), rgb)
+    """A fresh discriminator: each colour stage with an adversary starts its own."""
+    init = partial(stage_step.objective.init_discriminator, image_size=int(config.data.image_size))
+    return _fast_init(init, jax.random.fold_in(_init_key(config), 1))
 
 
 def _leaf_paths(tree: Any) -> set[tuple[str, ...]]:

@@ -6,9 +6,10 @@ input from L, applies `DynamicSemanticGuidance` (submodule `dsg`) at the point i
 when guidance is given, and declares that point: `guidance_channels` (int, channels of the
 feature map there) and `guidance_point` (a short description).
 
-Each backbone family lives in its own folder (model, discriminator, converter) and is known to
-the rest of the project only through its entries here: a name per size, and the converters of
-its official checkpoints.
+Each backbone family lives in its own folder (model, objective, discriminator, converter) and
+is known to the rest of the project only through its entries here: a name per size with its
+module factory and objective, and the converters of its official checkpoints. The stages
+compose the objective with what the paper adds; they never name a backbone.
 
     backbone = get_backbone("ddcolor_demo", num_queries=8)
 """
@@ -16,11 +17,13 @@ its official checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
 
 from aiaic_jax.models.backbones.ddcolor import model as ddcolor
+from aiaic_jax.models.backbones.ddcolor.objective import DDColorObjective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +37,19 @@ class Converter:
     description: str = ""
 
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "ddcolor_tiny": lambda **overrides: ddcolor.ddcolor("tiny", **overrides),
-    "ddcolor_large": lambda **overrides: ddcolor.ddcolor("large", **overrides),
-    "ddcolor_demo": lambda **overrides: ddcolor.ddcolor("demo", **overrides),
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A registered backbone: its module factory (**overrides -> module) and the class of its
+    training objective (`objective(config)`, see `ddcolor/objective.py` for the interface)."""
+
+    make: Callable[..., nn.Module]
+    objective: type
+
+
+_REGISTRY: dict[str, Backbone] = {
+    "ddcolor_tiny": Backbone(functools.partial(ddcolor.ddcolor, "tiny"), DDColorObjective),
+    "ddcolor_large": Backbone(functools.partial(ddcolor.ddcolor, "large"), DDColorObjective),
+    "ddcolor_demo": Backbone(functools.partial(ddcolor.ddcolor, "demo"), DDColorObjective),
 }
 
 # `python -m aiaic_jax.convert <name> IN OUT`
@@ -56,14 +68,24 @@ CONVERTERS: dict[str, Converter] = {
     ),
 }
 
-BACKBONE_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+BACKBONE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def registered(name: str) -> Backbone:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONE_NAMES)}")
+    return _REGISTRY[name]
+
+
+def objective_class(name: str) -> type:
+    """The class of the training objective of the backbone registered as `name`."""
+    return registered(name).objective
 
 
 def get_backbone(name: str, **overrides) -> nn.Module:
     """The backbone registered as `name`, with its attributes changed by `overrides`."""
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONE_NAMES)}")
+    make = registered(name).make
     try:
-        return _FACTORIES[name](**overrides)
+        return make(**overrides)
     except TypeError as e:
         raise TypeError(f"backbone {name!r}: bad override in {sorted(overrides)} ({e})") from e
