@@ -70,7 +70,7 @@ def _flax_setup(name: str, size: int, batch: int, mode: str):
     variables = jax.tree_util.tree_map(jnp.asarray, _random_variables(shapes))
 
     if mode == "forward":
-        step = jax.jit(lambda v, x: model.apply(v, x))
+        step = jax.jit(lambda v, x: model.apply(v, x)[0])
         args = [variables, gray_l]
     else:
         # The official DDColor optimiser: AdamW lr 1e-4, weight decay 0.01, betas (0.9, 0.99).
@@ -80,7 +80,7 @@ def _flax_setup(name: str, size: int, batch: int, mode: str):
             params, batch_stats, opt_state = state
 
             def loss_fn(params):
-                ab, updates = model.apply(
+                (ab, _), updates = model.apply(
                     {"params": params, "batch_stats": batch_stats},
                     gray_l,
                     train=True,

@@ -151,7 +151,7 @@ def main() -> None:
     apply = jax.jit(
         lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
     )
-    ab, state = apply(backbone_vars, jnp.asarray(gray_l))
+    (ab, _), state = apply(backbone_vars, jnp.asarray(gray_l))
     inter = state["intermediates"]
     features, _ = inter["encoder"]["__call__"][0]
     multi_scale, subpixel_features = inter["pixel_decoder"]["__call__"][0]
@@ -175,7 +175,7 @@ def main() -> None:
     official.train()
     with torch.no_grad():
         official_train_ab = official(torch_input).numpy().transpose(0, 2, 3, 1)
-    train_ab, updated = jax.jit(
+    (train_ab, _), updated = jax.jit(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
     )(backbone_vars, jnp.asarray(gray_l))
     official_state = official.state_dict()

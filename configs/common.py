@@ -43,7 +43,7 @@ def get_config(backbone: str = "ddcolor_tiny") -> ml_collections.ConfigDict:
     objective = backbones.objective_class(config.model.backbone)
     config.loss = losses.loss_config(objective.loss_config())
     # The generator's optimizer (every stage unless config.stages.<name>.optimizer overrides).
-    config.optimizer = optim.optimizer_config()
+    config.optimizer = optim.optimizer_config(**objective.optimizer_config())
     # The objective's adversary, used by colour stages with loss.gan_weight > 0.
     config.discriminator = objective.discriminator_config()
     config.discriminator.optimizer = optim.optimizer_config(

@@ -152,12 +152,12 @@ def test_missing_audio_forces_zero_relevance(outputs):
 
 def test_aux_holds_what_losses_need(outputs):
     modes, pieces = outputs
-    assert modes["baseline"][1] == {}
+    assert modes["baseline"][1] == {"backbone": {}}  # DDColor's objective needs only ab
     _, visual_aux = modes["visual"]
-    assert set(visual_aux) == {"relevance", "visual_semantics"}
+    assert set(visual_aux) == {"backbone", "relevance", "visual_semantics"}
     assert visual_aux["visual_semantics"].shape == (B, 16)
     _, audio_aux = modes["audio"]
-    assert set(audio_aux) == {"relevance", "relevance_logit", "audio_semantics"}
+    assert set(audio_aux) == {"backbone", "relevance", "relevance_logit", "audio_semantics"}
     assert audio_aux["audio_semantics"].shape == (B, 16)
     assert audio_aux["relevance"].shape == (B,)
     assert bool(jnp.all((audio_aux["relevance"] > 0.0) & (audio_aux["relevance"] < 1.0)))

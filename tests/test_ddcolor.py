@@ -118,8 +118,8 @@ def demo():
     variables = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 0.1 if "dsg" in jax.tree_util.keystr(path) else x, variables
     )
-    guided = jax.jit(lambda v, x, g: model.apply(v, x, g))
-    unguided = jax.jit(lambda v, x: model.apply(v, x))
+    guided = jax.jit(lambda v, x, g: model.apply(v, x, g)[0])
+    unguided = jax.jit(lambda v, x: model.apply(v, x)[0])
     return model, variables, gray_l, code, guided, unguided
 
 
@@ -141,7 +141,7 @@ def test_relevance_gates_the_guidance_per_sample(demo):
 
 def test_training_mode_updates_batch_stats_and_evaluation_reads_them(demo):
     model, variables, gray_l, _, _, unguided = demo
-    ab, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+    (ab, _), updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
         variables, gray_l
     )
     before, after = variables["batch_stats"], updates["batch_stats"]

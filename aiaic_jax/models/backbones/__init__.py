@@ -1,10 +1,14 @@
 """Colorization backbones: the registry.
 
-A backbone is a linen Module called as `backbone(gray_l, guidance=None, *, train=False) -> ab`:
-gray_l [B, H, W, 1] with L in [0, 100], ab [B, H, W, 2] in raw Lab units. It prepares its own
+A backbone is a linen Module called as
+`backbone(gray_l, guidance=None, *, train=False) -> (ab, outputs)`: gray_l [B, H, W, 1] with L
+in [0, 100], ab [B, H, W, 2] in raw Lab units at the input's size, outputs a dict of what its
+objective needs besides ab (ChromaGAN: "class_logits"; DDColor: nothing). It prepares its own
 input from L, applies `DynamicSemanticGuidance` (submodule `dsg`) at the point it declares
 when guidance is given, and declares that point: `guidance_channels` (int, channels of the
-feature map there) and `guidance_point` (a short description).
+feature map there) and `guidance_point` (a short description). `pretrained_params()` gives the
+parameters to lay over a fresh initialisation from what the installed packages ship ({} if
+none).
 
 Each backbone family lives in its own folder (model, objective, discriminator, converter) and
 is known to the rest of the project only through its entries here: a name per size with its
@@ -22,6 +26,8 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from aiaic_jax.models.backbones.chromagan import model as chromagan
+from aiaic_jax.models.backbones.chromagan.objective import ChromaGANObjective
 from aiaic_jax.models.backbones.ddcolor import model as ddcolor
 from aiaic_jax.models.backbones.ddcolor.objective import DDColorObjective
 
@@ -39,17 +45,23 @@ class Converter:
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-    """A registered backbone: its module factory (**overrides -> module) and the class of its
-    training objective (`objective(config)`, see `ddcolor/objective.py` for the interface)."""
+    """A registered backbone: its module factory (**overrides -> module), the class of its
+    training objective (`objective(config)`, see `ddcolor/objective.py` for the interface) and
+    the resolution its official model runs at (square; the configs' `data.image_size`)."""
 
     make: Callable[..., nn.Module]
     objective: type
+    resolution: int
 
 
 _REGISTRY: dict[str, Backbone] = {
-    "ddcolor_tiny": Backbone(functools.partial(ddcolor.ddcolor, "tiny"), DDColorObjective),
-    "ddcolor_large": Backbone(functools.partial(ddcolor.ddcolor, "large"), DDColorObjective),
-    "ddcolor_demo": Backbone(functools.partial(ddcolor.ddcolor, "demo"), DDColorObjective),
+    "ddcolor_tiny": Backbone(functools.partial(ddcolor.ddcolor, "tiny"), DDColorObjective, 256),
+    "ddcolor_large": Backbone(functools.partial(ddcolor.ddcolor, "large"), DDColorObjective, 256),
+    "ddcolor_demo": Backbone(functools.partial(ddcolor.ddcolor, "demo"), DDColorObjective, 64),
+    "chromagan": Backbone(functools.partial(chromagan.chromagan, "full"), ChromaGANObjective, 224),
+    "chromagan_demo": Backbone(
+        functools.partial(chromagan.chromagan, "demo"), ChromaGANObjective, 64
+    ),
 }
 
 # `python -m aiaic_jax.convert <name> IN OUT`
@@ -65,6 +77,17 @@ CONVERTERS: dict[str, Converter] = {
         "convert_convnext",
         sized=True,
         description="ImageNet ConvNeXt .pth as DDColor's encoder",
+    ),
+    "chromagan": Converter(
+        "aiaic_jax.models.backbones.chromagan.convert",
+        "convert",
+        sized=True,
+        description="official ChromaGAN Keras .h5 (full, demo)",
+    ),
+    "vgg16": Converter(
+        "aiaic_jax.models.backbones.chromagan.teacher",
+        "convert_teacher",
+        description="VGG16 classifier (torchvision .pth, Keras .h5): ChromaGAN's class teacher",
     ),
 }
 

@@ -109,7 +109,7 @@ class ColourStep(Step):
             self.stage.loss,
             inputs.gray_l,
             ab,
-            aux,
+            aux["backbone"],
             inputs.target_ab,
             inputs.color_rgb,
             constants,

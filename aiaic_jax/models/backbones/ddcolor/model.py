@@ -78,7 +78,7 @@ DDCOLOR_SIZES: dict[str, dict] = {
 
 
 class DDColor(nn.Module):
-    """DDColor backbone: gray_l [B, H, W, 1] (L in [0, 100]) -> ab [B, H, W, 2] (raw Lab).
+    """DDColor backbone: gray_l [B, H, W, 1] (L in [0, 100]) -> (ab [B, H, W, 2] (raw Lab), {}).
 
     H and W must be multiples of 32. Submodules: `encoder` (ConvNeXt), `pixel_decoder`,
     `color_decoder`, `refine`, and `dsg` when called with guidance.
@@ -106,14 +106,20 @@ class DDColor(nn.Module):
         """Channels of the feature map DSG modulates (2048 for DDColor-T/L)."""
         return 4 * self.decoder_widths[0]
 
+    def pretrained_params(self) -> dict:
+        """Parameters to lay over a fresh initialisation: none (the official ConvNeXt and
+        DDColor weights come from files, through `python -m aiaic_jax.convert`)."""
+        return {}
+
     @nn.compact
     def __call__(
         self, gray_l: jax.Array, guidance: Guidance | None = None, *, train: bool = False
-    ) -> jax.Array:
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """gray_l: [B, H, W, 1] L in [0, 100]; guidance: code c [B, Dc] and relevance r [B]
         (Eq. 8; r = 0 gives exactly the unguided output). train: batch statistics in the
         BatchNorms and a power-iteration step in every spectral norm (both update
-        `batch_stats`). Returns ab [B, H, W, num_output_channels] in raw Lab units."""
+        `batch_stats`). Returns (ab [B, H, W, num_output_channels] in raw Lab units, {}): its
+        objective needs no other output."""
         _, height, width, channels = gray_l.shape
         if channels != 1 or height % 32 or width % 32:
             raise ValueError(
@@ -163,7 +169,7 @@ class DDColor(nn.Module):
             features_to_ab,
         ).reshape(batch, h, w, -1)  # [B, H/4, W/4, 16 * 2]
         ab = upsample_subpixel(subpixel_ab, _LAST_SCALE, self.blur)
-        return ab + image @ image_to_ab + bias
+        return ab + image @ image_to_ab + bias, {}
 
 
 def ddcolor(size: str, **overrides) -> DDColor:

@@ -58,6 +58,11 @@ def loss_config() -> ml_collections.ConfigDict:
     )
 
 
+def optimizer_config() -> dict[str, Any]:
+    """The generator's optimizer: AdamW 1e-4, betas (0.9, 0.99), weight decay 0.01 (official)."""
+    return {"name": "adamw", "lr": 1e-4, "b1": 0.9, "b2": 0.99, "eps": 1e-8, "weight_decay": 0.01}
+
+
 def discriminator_config() -> ml_collections.ConfigDict:
     """`config.discriminator`: its size and optimizer (Adam; DDColor's recipe in its configs)."""
     return ml_collections.ConfigDict(
@@ -124,6 +129,7 @@ class DDColorObjective:
     """
 
     loss_config = staticmethod(loss_config)
+    optimizer_config = staticmethod(optimizer_config)
     discriminator_config = staticmethod(discriminator_config)
 
     def __init__(self, config: ml_collections.ConfigDict):
