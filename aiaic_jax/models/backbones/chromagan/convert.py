@@ -328,7 +328,7 @@ def _text(value: Any) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
 
-def _names(attrs: Any, name: str) -> list[str]:
+def attribute_names(attrs: Any, name: str) -> list[str]:
     """A list-of-names attribute; Keras splits one over HDF5's 64 KB limit into name0, name1..."""
     if name in attrs:
         chunks = [attrs[name]]
@@ -339,6 +339,18 @@ def _names(attrs: Any, name: str) -> list[str]:
     return [_text(value) for chunk in chunks for value in np.atleast_1d(chunk)]
 
 
+def open_hdf5(path: Path) -> Any:
+    """An HDF5 file opened for reading (h5py.File); FileNotFoundError / ValueError naming it."""
+    import h5py
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path}: not an HDF5 file ({e})") from e
+
+
 class KerasFile(NamedTuple):
     model_config: dict[str, Any]
     state: StateDict  # "<layer group>/<weight name>" -> array, e.g. "conv2d_3/conv2d_3/kernel:0"
@@ -347,16 +359,8 @@ class KerasFile(NamedTuple):
 def read_keras_h5(path: str | os.PathLike) -> KerasFile:
     """The model config and every weight of a Keras `Model.save` HDF5 file (optimizer state,
     if any, is not read)."""
-    import h5py
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        file = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not an HDF5 file ({e})") from e
-    with file:
+    with open_hdf5(path) as file:
         if "model_config" not in file.attrs or "model_weights" not in file:
             raise CheckpointMismatch(
                 f"{path}: no model_config attribute or model_weights group; the converter needs "
@@ -366,11 +370,11 @@ def read_keras_h5(path: str | os.PathLike) -> KerasFile:
         model_config = json.loads(_text(file.attrs["model_config"]))
         weights = file["model_weights"]
         state: StateDict = {}
-        for layer in _names(weights.attrs, "layer_names"):
+        for layer in attribute_names(weights.attrs, "layer_names"):
             if layer not in weights:
                 continue  # its weights will be reported missing
             group = weights[layer]
-            for weight in _names(group.attrs, "weight_names"):
+            for weight in attribute_names(group.attrs, "weight_names"):
                 if weight in group:
                     state[f"{layer}/{weight}"] = np.asarray(group[weight])
     return KerasFile(model_config, state)

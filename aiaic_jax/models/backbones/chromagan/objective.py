@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from aiaic_jax import loss_terms
 from aiaic_jax.models.backbones.chromagan.critic import chromagan_critic
 from aiaic_jax.models.backbones.chromagan.model import normalize_ab, normalize_l
 
@@ -154,23 +155,16 @@ class ChromaGANObjective:
     ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
         """(L_G, its terms, extras for `discriminator_loss`); see DDColorObjective."""
         del color_rgb
-        terms: dict[str, jax.Array] = {}
-        total = jnp.zeros((), jnp.float32)
+        loss = loss_terms.WeightedSum()
 
-        def add(name: str, weight: float, value_fn) -> None:
-            nonlocal total
-            if weight:
-                terms[name] = value_fn()
-                total = total + float(weight) * terms[name]
-
-        add("mse", weights.mse_weight, lambda: mse_ab(ab, target_ab))
+        loss.add("mse", weights.mse_weight, lambda: mse_ab(ab, target_ab))
         if "teacher" in constants:
             from aiaic_jax.models.backbones.chromagan.teacher import VGG16Classifier
 
             teacher_logits = VGG16Classifier().apply(
                 {"params": constants["teacher"]}, normalize_l(gray_l)
             )
-            add(
+            loss.add(
                 "class_kl",
                 weights.class_weight,
                 lambda: class_kl(teacher_logits, aux["class_logits"]),
@@ -179,9 +173,9 @@ class ChromaGANObjective:
             scores = self.discriminator.apply(
                 {"params": jax.lax.stop_gradient(discriminator["params"])}, gray_l, ab
             )
-            add("gan", weights.gan_weight, lambda: -jnp.mean(scores))
+            loss.add("gan", weights.gan_weight, lambda: -jnp.mean(scores))
         extras = {"gray_l": gray_l, "real": target_ab, "fake": jax.lax.stop_gradient(ab)}
-        return total, terms, extras
+        return loss.total, loss.terms, extras
 
     def discriminator_loss(
         self,

@@ -29,7 +29,6 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -46,6 +45,7 @@ from aiaic_jax.convert.common import (
     read_state_dict,
     save_variables,
 )
+from aiaic_jax.models.backbones.chromagan.convert import attribute_names, open_hdf5
 from aiaic_jax.models.vgg import CONV_NAMES, IMAGENET_MEAN, IMAGENET_STD
 
 # VGG16's conv widths, conv1_1 .. conv5_3.
@@ -213,14 +213,6 @@ KERAS_LAYER_NAMES = {
 _KERAS_ROLES = {"kernel": "kernel", "W": "kernel", "bias": "bias", "b": "bias"}
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf8") if isinstance(value, bytes) else str(value)
-
-
-def _names(attrs: Any, key: str) -> list[str]:
-    return [_text(name) for name in attrs.get(key, [])]
-
-
 def _keras_role(layer: str, weight: str, position: int) -> str:
     """ "kernel" or "bias" from a weight name; by position (kernel first), as Keras loads them,
     where the name says neither."""
@@ -240,16 +232,8 @@ def read_keras_weights(path: str | os.PathLike) -> StateDict:
     group its weights in `weight_names`. Layers without weights (input, pools, flatten) add
     nothing.
     """
-    import h5py
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        file = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not an HDF5 file ({e})") from e
-    with file:
+    with open_hdf5(path) as file:
         root = file["model_weights"] if "model_weights" in file else file
         if "layer_names" not in root.attrs:
             raise CheckpointMismatch(
@@ -258,12 +242,12 @@ def read_keras_weights(path: str | os.PathLike) -> StateDict:
             )
         state: StateDict = {}
         problems: list[str] = []
-        for layer in _names(root.attrs, "layer_names"):
+        for layer in attribute_names(root.attrs, "layer_names"):
             if layer not in root:
                 problems.append(f"layer {layer} is listed but has no group")
                 continue
             group = root[layer]
-            for position, weight in enumerate(_names(group.attrs, "weight_names")):
+            for position, weight in enumerate(attribute_names(group.attrs, "weight_names")):
                 if weight not in group:
                     problems.append(f"weight {weight} of {layer} is listed but not stored")
                     continue

@@ -168,17 +168,10 @@ class DDColorObjective:
         # The prediction as the official loss sees it: no ab clip, sRGB clipped to [0, 1].
         output_rgb = color.lab_to_rgb(jnp.concatenate([gray_l, ab], axis=-1))
         gt_rgb = enhance_colour(color_rgb, float(weights.color_enhance_factor))
-        terms: dict[str, jax.Array] = {}
-        total = jnp.zeros((), jnp.float32)
+        loss = loss_terms.WeightedSum()
 
-        def add(name: str, weight: float, value_fn) -> None:
-            nonlocal total
-            if weight:
-                terms[name] = value_fn()
-                total = total + float(weight) * terms[name]
-
-        add("l1", weights.l1_weight, lambda: l1_ab(ab, target_ab))
-        add(
+        loss.add("l1", weights.l1_weight, lambda: l1_ab(ab, target_ab))
+        loss.add(
             "perceptual",
             weights.perceptual_weight,
             lambda: perceptual(
@@ -188,7 +181,7 @@ class DDColorObjective:
                 dict(weights.perceptual_layers.to_dict()),
             ),
         )
-        add("colorfulness", weights.colorfulness_weight, lambda: colorfulness_term(output_rgb))
+        loss.add("colorfulness", weights.colorfulness_weight, lambda: colorfulness_term(output_rgb))
         extras: dict[str, Any] = {"real": gt_rgb, "fake": jax.lax.stop_gradient(output_rgb)}
         if discriminator is not None:
             fake_logits, updated = self.discriminator.apply(
@@ -201,8 +194,8 @@ class DDColorObjective:
                 mutable=["batch_stats"],
             )
             extras["batch_stats"] = updated["batch_stats"]
-            add("gan", weights.gan_weight, lambda: loss_terms.gan_generator(fake_logits))
-        return total, terms, extras
+            loss.add("gan", weights.gan_weight, lambda: loss_terms.gan_generator(fake_logits))
+        return loss.total, loss.terms, extras
 
     def discriminator_loss(
         self,
