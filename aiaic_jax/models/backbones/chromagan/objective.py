@@ -13,7 +13,7 @@ step per generator step (the colour step's order: generator, then critic).
 The class term needs the VGG16 classifier with its ImageNet head (`teacher.py`), converted from
 a file the user has (`python -m aiaic_jax.convert vgg16 FILE OUT`) and named by
 `loss.class_teacher`; as in the official code it sees the grey input L / 100 on three channels
-without any preprocessing. Without a teacher the term is off, and the run says so once. The
+without any preprocessing. Without a teacher the term is off, and the process says so once. The
 teacher's dense layers fix its input at 224 x 224; at any other model resolution the term is
 off too (also said once).
 
@@ -120,15 +120,19 @@ class ChromaGANObjective:
             return {}
         path = str(weights.get("class_teacher", "") or "")
         if not path:
-            logging.warning(
+            logging.log_first_n(
+                logging.WARNING,
                 "ChromaGAN: no VGG16 classifier (loss.class_teacher); the class term is off. "
-                "Convert one with `python -m aiaic_jax.convert vgg16 FILE OUT`."
+                "Convert one with `python -m aiaic_jax.convert vgg16 FILE OUT`.",
+                1,
             )
             return {}
         if self.image_size != TEACHER_SIZE:
-            logging.warning(
+            logging.log_first_n(
+                logging.WARNING,
                 "ChromaGAN: the VGG16 teacher takes %dx%d images, the model runs at %d; the class "
                 "term is off.",
+                1,
                 TEACHER_SIZE,
                 TEACHER_SIZE,
                 self.image_size,

@@ -33,8 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# PyTorch's kaiming_normal_ default: std = sqrt(2 / fan_in), from an untruncated normal.
-_he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+from aiaic_jax.models.backbones.layers import kaiming_normal
 
 _PAD_1 = ((1, 1), (1, 1))
 
@@ -71,7 +70,7 @@ class SpectralConv(nn.Module):
         kernel_shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
         raw_kernel = None
         if self.is_initializing():
-            raw_kernel = _he_normal(self.make_rng("params"), kernel_shape, jnp.float32)
+            raw_kernel = kaiming_normal(self.make_rng("params"), kernel_shape, jnp.float32)
         conv = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
