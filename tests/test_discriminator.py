@@ -10,9 +10,9 @@ import pytest
 from aiaic_jax.models.backbones.ddcolor.discriminator import (
     DynamicUNetDiscriminator,
     SelfAttention,
-    SpectralConv,
     logits_side,
 )
+from aiaic_jax.models.backbones.layers import SpectralNormConv
 
 # Counted from the official PyTorch module (nf=64, n_blocks=3): trainable parameters, without
 # the spectral-norm u/v buffers. It does not depend on the input size.
@@ -38,7 +38,7 @@ def _count(tree) -> int:
 
 def _power_vectors(batch_stats) -> dict[str, jax.Array]:
     flat = flax.traverse_util.flatten_dict(batch_stats)
-    return {"/".join(path): value for path, value in flat.items() if path[-1].endswith("/u")}
+    return {"/".join(path): value for path, value in flat.items() if path[-1] == "u"}
 
 
 def _random_variables(shapes, seed: int):
@@ -58,10 +58,10 @@ def _random_variables(shapes, seed: int):
             return rng.normal(0.0, 0.1, leaf.shape).astype(np.float32)
         if name == "gamma":  # open the attention gate so that gradients reach the projections
             return np.full(leaf.shape, 0.5, np.float32)
-        if name.endswith("/u"):
-            u = rng.normal(size=leaf.shape)
-            return (u / np.linalg.norm(u)).astype(np.float32)
-        return np.ones(leaf.shape, np.float32)  # sigma
+        if name in ("u", "v"):
+            vector = rng.normal(size=leaf.shape)
+            return (vector / np.linalg.norm(vector)).astype(np.float32)
+        raise AssertionError(f"unexpected variable {path}")
 
     flat = flax.traverse_util.flatten_dict(shapes)
     return flax.traverse_util.unflatten_dict(
@@ -121,18 +121,18 @@ def test_narrow_width_keeps_the_same_layers(narrow):
     paths = lambda tree: set(flax.traverse_util.flatten_dict(tree))
     assert paths(variables["params"]) == paths(wide["params"])
     assert paths(variables["batch_stats"]) == paths(wide["batch_stats"])
-    assert variables["params"]["head_conv"]["conv"]["kernel"].shape == (3, 3, 64, 64)
+    assert variables["params"]["head_conv"]["kernel"].shape == (3, 3, 64, 64)
 
 
 def test_power_iteration_vectors_live_in_batch_stats_not_params(narrow):
     _, variables, _ = narrow
     param_paths = ["/".join(p) for p in flax.traverse_util.flatten_dict(variables["params"])]
-    assert not [p for p in param_paths if p.endswith(("/u", "/sigma"))]
+    assert not [p for p in param_paths if p.endswith(("/u", "/v"))]
     vectors = _power_vectors(variables["batch_stats"])
     # Nine convs and the attention's query, key and value projections.
     assert len(vectors) == len(SPECTRAL_LAYERS) + 3
-    stem_u = variables["batch_stats"]["stem"]["spectral_norm"]["conv/kernel/u"]
-    assert stem_u.shape == (1, NARROW_WIDTH)
+    assert variables["batch_stats"]["stem"]["u"].shape == (NARROW_WIDTH,)
+    assert variables["batch_stats"]["stem"]["v"].shape == (4 * 4 * 3,)
     for name in SPECTRAL_LAYERS:
         assert name in variables["batch_stats"]
 
@@ -158,10 +158,10 @@ def test_update_stats_moves_u_and_power_iteration_finds_the_largest_singular_val
     for _ in range(200):
         batch_stats = step(batch_stats)
 
-    kernel = np.asarray(variables["params"]["block1_conv"]["conv"]["kernel"])
-    largest = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
-    sigma = batch_stats["block1_conv"]["spectral_norm"]["conv/kernel/sigma"]
-    np.testing.assert_allclose(sigma, largest, rtol=1e-3)
+    matrix = np.asarray(variables["params"]["block1_conv"]["kernel"]).reshape(-1, 2 * NARROW_WIDTH)
+    largest = np.linalg.svd(matrix, compute_uv=False)[0]
+    u, v = (np.asarray(batch_stats["block1_conv"][name]) for name in ("u", "v"))
+    np.testing.assert_allclose(v @ matrix @ u, largest, rtol=1e-3)
 
 
 def test_eval_calls_leave_the_stored_vectors_alone(narrow, evaluate):
@@ -173,39 +173,74 @@ def test_eval_calls_leave_the_stored_vectors_alone(narrow, evaluate):
 
 
 def test_init_is_untruncated_he_normal_with_zero_bias():
-    conv = SpectralConv(64, 3)
-    variables = conv.init(jax.random.key(6), jnp.zeros((1, 8, 8, 64)), update_stats=False)
-    kernel = np.asarray(variables["params"]["conv"]["kernel"])  # [3, 3, 64, 64]
+    conv = SpectralNormConv(64, 3, padding=1)
+    variables = conv.init(jax.random.key(6), jnp.zeros((1, 8, 8, 64)), train=False)
+    kernel = np.asarray(variables["params"]["kernel"])  # [3, 3, 64, 64]
     z = kernel.ravel() / np.sqrt(2.0 / (3 * 3 * 64))
     assert abs(z.std() - 1.0) < 0.03
     # A normal puts 4.6 % of its mass beyond 2 sigma; Flax's default he_normal truncates there.
     assert 0.035 < np.mean(np.abs(z) > 2.0) < 0.057
-    assert not np.any(variables["params"]["conv"]["bias"])
+    assert not np.any(variables["params"]["bias"])
+
+
+def test_a_strided_spectral_conv_is_torchs_in_training_and_in_evaluation():
+    """The stem's 4x4 / 2 conv, padding 1, against torch.nn.utils.spectral_norm(Conv2d)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    official = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 8, 4, stride=2, padding=1))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    u0, v0 = official.weight_u.clone().numpy(), official.weight_v.clone().numpy()
+    variables = {
+        "params": {
+            "kernel": jnp.asarray(official.weight_orig.detach().numpy().transpose(2, 3, 1, 0)),
+            "bias": jnp.asarray(official.bias.detach().numpy()),
+        },
+        # torch's v runs over (C_in, kh, kw); ours over (kh, kw, C_in).
+        "batch_stats": {"u": u0, "v": v0.reshape(3, 4, 4).transpose(1, 2, 0).ravel()},
+    }
+    conv = SpectralNormConv(8, 4, padding=1, strides=2)
+    with torch.no_grad():
+        expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()  # one iteration
+    out, updated = conv.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out, expected.transpose(0, 2, 3, 1), atol=1e-5)
+    np.testing.assert_allclose(updated["batch_stats"]["u"], official.weight_u.numpy(), atol=1e-6)
+    official.eval()
+    with torch.no_grad():
+        expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    variables["batch_stats"] = updated["batch_stats"]
+    np.testing.assert_allclose(
+        conv.apply(variables, x, train=False), expected.transpose(0, 2, 3, 1), atol=1e-5
+    )
 
 
 def test_final_conv_has_no_bias(narrow):
     _, variables, _ = narrow
-    assert set(variables["params"]["logits"]["conv"]) == {"kernel"}
+    assert set(variables["params"]["logits"]) == {"kernel"}
 
 
 def test_attention_weights_are_normalised_over_source_positions():
     channels, height, width = 16, 3, 4
     x = jax.random.normal(jax.random.key(2), (2, height, width, channels))
     attention = SelfAttention()
-    shapes = jax.eval_shape(lambda x: attention.init(jax.random.key(3), x, update_stats=False), x)
-    # Kernels with orthonormal columns have every singular value 1, so spectral norm leaves
-    # them exactly as they are whatever the power-iteration vector.
+    # Kernels with orthonormal columns have every singular value 1; with u any unit vector and
+    # v = W u the stored estimate sigma = v . W u is 1 too, so spectral norm leaves them as
+    # they are.
     rng = np.random.default_rng(0)
     orthonormal = lambda cols: np.linalg.qr(rng.normal(size=(channels, cols)))[0]
     w_query, w_key, w_value = orthonormal(2), orthonormal(2), orthonormal(channels)
-    as_1x1 = lambda w: {"conv": {"kernel": jnp.asarray(w)[None, None]}}
+    as_1x1 = lambda w: {"kernel": jnp.asarray(w)[None, None]}
     params = {
         "query": as_1x1(w_query),
         "key": as_1x1(w_key),
         "value": as_1x1(w_value),
         "gamma": jnp.asarray([0.5]),
     }
-    batch_stats = _random_variables(shapes["batch_stats"], seed=1)
+
+    def vectors(w):
+        u = np.eye(w.shape[1])[0]
+        return {"u": jnp.asarray(u, jnp.float32), "v": jnp.asarray(w @ u, jnp.float32)}
+
+    batch_stats = {"query": vectors(w_query), "key": vectors(w_key), "value": vectors(w_value)}
     apply = jax.jit(lambda variables, x: attention.apply(variables, x, update_stats=False))
     out = apply({"params": params, "batch_stats": batch_stats}, x)
 

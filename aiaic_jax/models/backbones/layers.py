@@ -171,13 +171,15 @@ class SpectralNormConv(nn.Module):
     training each call refines the singular vectors `u` (over output channels) and `v` (over
     the flattened kernel window and input channels, in HWI order) and stores them in
     `batch_stats`; in evaluation the stored vectors are used as they are. The trainable
-    parameter is the unnormalised kernel.
+    parameter is the unnormalised kernel. The project's one spectral norm: DDColor's generator
+    and its discriminator both use it.
     """
 
     features: int
     kernel_size: int = 1
-    padding: int = 0
+    padding: int = 0  # on every side
     use_bias: bool = True
+    strides: int = 1
     kernel_init: Initializer = kaiming_normal
     bias_init: Initializer = nn.initializers.zeros
     eps: float = 1e-12
@@ -236,18 +238,18 @@ class SpectralNormConv(nn.Module):
             kernel = output_order(kernel)
             bias = output_order(bias) if bias is not None else None
         # Divide whichever is smaller, the kernel or the output, by sigma (the same function).
-        output_size = np.prod(x.shape[:-1]) * self.features  # stride 1, 'same' padding
+        output_size = np.prod(x.shape[:-1]) * self.features // self.strides**2  # about
         scale_output = output_size < kernel.size
         if not scale_output:
             kernel = kernel / sigma
-        if self.kernel_size == 1:
+        if self.kernel_size == 1 and self.strides == 1 and self.padding == 0:
             # A matrix product: XLA:CPU computes the gradients of 1x1 convolutions far slower.
             y = x @ kernel[0, 0]
         else:
             y = jax.lax.conv_general_dilated(
                 x,
                 kernel,
-                window_strides=(1, 1),
+                window_strides=(self.strides, self.strides),
                 padding=[(self.padding, self.padding)] * 2,
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )

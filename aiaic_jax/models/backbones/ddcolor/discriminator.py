@@ -18,13 +18,13 @@ The output is a grid of patch logits, flattened per image: [B, 1] at 64x64, [B, 
 Initialisation mirrors the official one: kernels He-normal (fan-in, gain sqrt(2), untruncated),
 biases zero, the attention's residual gate gamma zero.
 
-Spectral norm uses `nn.SpectralNorm`; its power-iteration vectors `u` and the last `sigma` live
-in the `batch_stats` collection, never in `params`. With `update_stats=True` each call does one
-power iteration and stores the new `u`, exactly as the official model does on every forward in
-train mode (three times per training iteration there: the generator's pass, then the real and
-the fake pass of the discriminator's update). With `update_stats=False` the stored `u` is left
-alone, but Flax still takes one iteration from it, where PyTorch's eval mode takes none; the two
-agree once `u` has converged.
+Spectral norm is the generator's (`backbones/layers.SpectralNormConv`, torch's
+`spectral_norm`): the power-iteration vectors `u` and `v` live in the `batch_stats` collection,
+never in `params`. With `update_stats=True` each call does one power iteration and stores the
+new vectors, as the official model does on every forward in train mode (three times per training
+iteration there: the generator's pass, then the real and the fake pass of the discriminator's
+update). With `update_stats=False` the stored vectors are used as they are, as in PyTorch's eval
+mode.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aiaic_jax.models.backbones.layers import kaiming_normal
-
-_PAD_1 = ((1, 1), (1, 1))
+from aiaic_jax.models.backbones.layers import SpectralNormConv
 
 
 def logits_side(size: int, num_blocks: int = 3) -> int:
@@ -49,42 +47,20 @@ def logits_side(size: int, num_blocks: int = 3) -> int:
     return size - 3
 
 
-class SpectralConv(nn.Module):
-    """A 2-D convolution whose kernel is divided by its largest singular value.
-
-    The stored kernel is the raw He-normal draw, as in the official model. (At init
-    `nn.SpectralNorm` writes the normalised kernel W / sigma back into `params`, which would
-    start every layer at 0.5-0.7 times the official scale; the forward pass is the same either
-    way, but Adam's relative step size is not.)
-    """
-
-    features: int
-    kernel_size: int
-    strides: int = 1
-    padding: str | tuple[tuple[int, int], tuple[int, int]] = _PAD_1
-    use_bias: bool = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
-        """x: [B, H, W, C_in]. Returns [B, H', W', features]."""
-        kernel_shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
-        raw_kernel = None
-        if self.is_initializing():
-            raw_kernel = kaiming_normal(self.make_rng("params"), kernel_shape, jnp.float32)
-        conv = nn.Conv(
-            self.features,
-            (self.kernel_size, self.kernel_size),
-            strides=(self.strides, self.strides),
-            padding=self.padding,
-            use_bias=self.use_bias,
-            kernel_init=lambda *_: raw_kernel,
-            bias_init=nn.initializers.zeros,
-            name="conv",
-        )
-        y = nn.SpectralNorm(conv, name="spectral_norm")(x, update_stats=update_stats)
-        if raw_kernel is not None:
-            conv.put_variable("params", "kernel", raw_kernel)
-        return y
+def _spectral_conv(
+    features: int,
+    kernel_size: int,
+    name: str,
+    *,
+    strides: int = 1,
+    padding: int = 1,
+    bias: bool = True,
+) -> SpectralNormConv:
+    """A spectral-normalised conv as the official model builds it (He-normal raw kernel, zero
+    bias, padding 1 unless said)."""
+    return SpectralNormConv(
+        features, kernel_size, padding=padding, use_bias=bias, strides=strides, name=name
+    )
 
 
 class SelfAttention(nn.Module):
@@ -103,8 +79,8 @@ class SelfAttention(nn.Module):
         batch, height, width, channels = x.shape
 
         def project(features: int, name: str) -> jax.Array:
-            conv = SpectralConv(features, 1, padding="VALID", use_bias=False, name=name)
-            return conv(x, update_stats=update_stats).reshape(batch, height * width, features)
+            conv = _spectral_conv(features, 1, name, padding=0, bias=False)
+            return conv(x, train=update_stats).reshape(batch, height * width, features)
 
         query = project(channels // 8, "query")  # [B, N, C/8]
         key = project(channels // 8, "key")  # [B, N, C/8]
@@ -152,20 +128,17 @@ class DynamicUNetDiscriminator(nn.Module):
             )
 
         features = self.width
-        x = SpectralConv(features, 4, strides=2, name="stem")(rgb, update_stats=update_stats)
+        x = _spectral_conv(features, 4, "stem", strides=2)(rgb, train=update_stats)
         x = nn.relu(x)
         for i in range(self.num_blocks):
-            x = SpectralConv(features, 3, name=f"block{i}_conv")(x, update_stats=update_stats)
+            x = _spectral_conv(features, 3, f"block{i}_conv")(x, train=update_stats)
             x = nn.relu(x)
             features *= 2
-            x = SpectralConv(features, 4, strides=2, name=f"block{i}_down")(
-                x, update_stats=update_stats
-            )
+            x = _spectral_conv(features, 4, f"block{i}_down", strides=2)(x, train=update_stats)
             x = nn.relu(x)
             if i == 0:
                 x = SelfAttention(name="attention")(x, update_stats=update_stats)
-        x = nn.relu(SpectralConv(features, 3, name="head_conv")(x, update_stats=update_stats))
-        logits = SpectralConv(1, 4, padding="VALID", use_bias=False, name="logits")(
-            x, update_stats=update_stats
-        )  # [B, h, w, 1]
+        x = nn.relu(_spectral_conv(features, 3, "head_conv")(x, train=update_stats))
+        logits = _spectral_conv(1, 4, "logits", padding=0, bias=False)(x, train=update_stats)
+        # [B, h, w, 1]
         return logits.reshape(logits.shape[0], -1)
