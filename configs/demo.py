@@ -62,12 +62,14 @@ def get_config(backbone: str = "ddcolor_demo") -> ml_collections.ConfigDict:
         config.loss.gan_weight = 0.0
         config.loss.perceptual_weight = 0.0
         config.loss.colorfulness_weight = 0.0
-    else:
+    elif backbone.startswith("chromagan"):
         # ChromaGAN's class term needs the ImageNet VGG16 classifier at 224 x 224, which the
         # synthetic world at 64 x 64 cannot feed (and whose 1000 classes name nothing in it):
         # the class head gets no loss. MSE on ab and the WGAN-GP critic (demo widths) train.
         config.loss.class_weight = 0.0
         config.discriminator.size = "demo"
+    else:
+        raise ValueError(f"configs/demo.py has no settings for backbone {backbone!r}")
     # A short run from scratch: a higher rate than DDColor's fine-tuning 1e-4, no decay.
     config.optimizer.lr = 5e-4
 

@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from aiaic_jax.convert.common import restore_variables, save_variables
+from aiaic_jax.convert.common import CheckpointMismatch, restore_variables, save_variables
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import checkpoint, loop, pipelines
 from tests import tiny_model
@@ -250,3 +250,26 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_bef
     assert checkpoint.is_complete(tmp_path, "stage2")
     lines = (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_of_another_model_layout_stops_the_run_and_keeps_everything(
+    full_run, tmp_path
+):
+    """A checkpoint written by another version of the model is not damage: nothing is set
+    aside, no metrics are dropped, and the error names the variables that differ."""
+    workdir, config, _ = full_run
+    _copy_finals(workdir, tmp_path, ["stage1"])
+    config = config.copy_and_resolve_references()
+    config.stages.stage2.num_steps = 4
+    config.train.checkpoint_every = 2
+    loop.run(config, str(tmp_path), "2")
+    shutil.rmtree(checkpoint.final_dir(tmp_path, "stage2"))
+    metrics = (tmp_path / "stage2" / "metrics.jsonl").read_text()
+    config.stages.stage2.num_steps = 6
+    config.model.a2v_hidden = (24,)  # another A2V than the checkpoint's
+    with pytest.raises(CheckpointMismatch, match="another layout") as error:
+        loop.run(config, str(tmp_path), "2")
+    assert "params/a2v/" in str(error.value)
+    checkpoints = tmp_path / "stage2" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == ["2", "4"]
+    assert (tmp_path / "stage2" / "metrics.jsonl").read_text() == metrics

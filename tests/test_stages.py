@@ -52,12 +52,25 @@ def test_stage_overrides_lay_over_the_run_defaults():
     config = common.get_config()
     config.stages.stage3.loss.gan_weight = 0.0
     stage3 = stages.resolve(config, "3", 100)
-    assert stage3.loss.gan_weight == 0.0 and not stage3.uses_discriminator
+    assert stage3.loss.gan_weight == 0.0
     assert stage3.loss.l1_weight == config.loss.l1_weight
     stage2 = stages.resolve(config, "2", 100)
     assert (stage2.optimizer.name, stage2.optimizer.lr) == ("adam", 1e-3)  # Sec. 4.1
-    assert stage2.optimizer.b2 == config.optimizer.b2
-    assert stages.resolve(config, "1", 100).uses_discriminator
+    assert stages.resolve(config, "1", 100).loss.gan_weight == 1.0
+
+
+def test_the_papers_stages_keep_their_optimizer_whatever_the_backbone():
+    for backbone in ("ddcolor_tiny", "chromagan"):
+        config = common.get_config(backbone)
+        for name in ("2", "rnet"):
+            optimizer = stages.resolve(config, name, 100).optimizer
+            assert (optimizer.name, optimizer.lr, optimizer.b1, optimizer.b2) == (
+                "adam",
+                1e-3,
+                0.9,
+                0.99,
+            ), (backbone, name)
+    assert common.get_config("chromagan").optimizer.b1 == 0.5  # the backbone's own stages
 
 
 def test_without_relevance_stage1_masks_nothing_and_stage3_uses_r_one():

@@ -11,6 +11,7 @@ exists.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -135,6 +136,31 @@ class StageCheckpoints:
             raise ValueError(f"{step_dir}: cannot tell how many processes wrote this checkpoint")
         return Topology(process_count=counts.pop())
 
+    def layout_differences(self, step: int, abstract_state: Any) -> list[str] | None:
+        """How the variables stored at `step` differ in layout from `abstract_state`'s: paths
+        and shapes of the model's and the discriminator's params and batch_stats, which change
+        when the code's model does. [] when they agree; None when the checkpoint's metadata
+        does not read (a damaged checkpoint: restoring it will tell). Reads the tree metadata
+        that orbax writes beside the arrays (`_METADATA`), not the arrays themselves."""
+        try:
+            saved_leaves = _saved_variable_leaves(self.directory / str(step) / "state")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable metadata is damage, which the restore reports
+        wanted = _variable_leaves(abstract_state)
+        problems = [
+            f"{path}: shape {saved_leaves[path]} in the checkpoint, {wanted[path]} in the model"
+            for path in sorted(wanted.keys() & saved_leaves.keys())
+            if saved_leaves[path] != wanted[path]
+        ]
+        problems += [
+            f"{path}: only in the checkpoint"
+            for path in sorted(saved_leaves.keys() - wanted.keys())
+        ]
+        problems += [
+            f"{path}: only in the model" for path in sorted(wanted.keys() - saved_leaves.keys())
+        ]
+        return problems
+
     def restore(
         self,
         step: int,
@@ -177,3 +203,39 @@ class StageCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+_VARIABLE_PREFIXES = (
+    ("params",),
+    ("batch_stats",),
+    ("discriminator", "params"),
+    ("discriminator", "batch_stats"),
+)
+
+
+def _variable_leaves(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"params/backbone/...": shape} for the leaves of a train state (or of its checkpoint
+    metadata) under `_VARIABLE_PREFIXES`."""
+    leaves = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = tuple(
+            str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))) for key in path
+        )
+        if any(names[: len(prefix)] == prefix for prefix in _VARIABLE_PREFIXES):
+            leaves["/".join(names)] = tuple(getattr(leaf, "shape", ()))
+    return leaves
+
+
+def _saved_variable_leaves(state_dir: Path) -> dict[str, tuple[int, ...]]:
+    """`_variable_leaves` of a saved train state, from orbax's `_METADATA` (key paths and the
+    written shape of every array; the state is replicated, so that is the global shape)."""
+    tree = json.loads((state_dir / "_METADATA").read_text())["tree_metadata"]
+    leaves = {}
+    for entry in tree.values():
+        names = tuple(str(key["key"]) for key in entry["key_metadata"])
+        value = entry.get("value_metadata") or {}
+        if "write_shape" not in value:
+            continue  # an empty node
+        if any(names[: len(prefix)] == prefix for prefix in _VARIABLE_PREFIXES):
+            leaves["/".join(names)] = tuple(value["write_shape"])
+    return leaves

@@ -102,6 +102,17 @@ def train_stage(
     if start is not None:
         abstract_state = jax.eval_shape(stage_step.init_state, template, discriminator_template)
     while start is not None:
+        differences = checkpoints.layout_differences(start, abstract_state)
+        if differences:
+            listed = "\n  ".join(differences[:12])
+            more = f"\n  ... {len(differences) - 12} more" if len(differences) > 12 else ""
+            raise CheckpointMismatch(
+                f"{name}: the checkpoint at step {start} ({checkpoints.directory / str(start)}) "
+                f"holds variables of another layout than this run's model "
+                f"({len(differences)} differences; written by another version of the code or "
+                f"another config?):\n  {listed}{more}\nResume it with the code and config that "
+                "wrote it, or move the stage's checkpoints away to start the stage again."
+            )
         try:
             written_by = checkpoints.topology(start)
             same_processes = written_by.process_count == jax.process_count()
@@ -398,7 +409,7 @@ def init_model_variables(model: AIAIC, config: ml_collections.ConfigDict) -> dic
 def abstract_discriminator_variables(
     stage_step: Step, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
-    init = partial(stage_step.objective.init_discriminator, image_size=int(config.data.image_size))
+    init = partial(stage_step.init_discriminator, image_size=int(config.data.image_size))
     return jax.eval_shape(init, _init_key(config))
 
 
@@ -406,7 +417,7 @@ def init_discriminator_variables(
     stage_step: Step, config: ml_collections.ConfigDict
 ) -> dict[str, Any]:
     """A fresh discriminator: each colour stage with an adversary starts its own."""
-    init = partial(stage_step.objective.init_discriminator, image_size=int(config.data.image_size))
+    init = partial(stage_step.init_discriminator, image_size=int(config.data.image_size))
     return _fast_init(init, jax.random.fold_in(_init_key(config), 1))
 
 

@@ -91,10 +91,6 @@ class Stage:
     force_relevance: float | None = None  # stage3/e2e: None = r from RNet
     copy_audio_encoder: bool = False  # rnet: E_a -> relevance/audio_encoder
 
-    @property
-    def uses_discriminator(self) -> bool:
-        return self.kind == COLOUR and float(self.loss.gan_weight) > 0.0
-
 
 def stage_config(
     *,
@@ -131,6 +127,15 @@ def stage_config(
     return config
 
 
+def _paper_adam() -> ml_collections.ConfigDict:
+    """Adam 1e-3 for the paper's own stages (2 and RNet), complete, so that they do not inherit
+    the backbone's generator optimizer (ChromaGAN's beta1 is 0.5): betas (0.9, 0.99) and eps
+    1e-8, what these stages had from DDColor's defaults before backbones were plug-ins."""
+    return ml_collections.ConfigDict(
+        {"name": "adam", "lr": 1e-3, "b1": 0.9, "b2": 0.99, "eps": 1e-8, "lr_milestones": ()}
+    )
+
+
 def default_stages() -> ml_collections.ConfigDict:
     """`config.stages` with the paper's choices where it gives them (Sec. 3, 4.1)."""
     stages = ml_collections.ConfigDict()
@@ -149,7 +154,7 @@ def default_stages() -> ml_collections.ConfigDict:
     # E_s frozen; Adam 1e-3, batch 64, 20 epochs (Sec. 4.1). Freeze E_a by adding r"^audio/"
     # to `frozen` when it is VGGSound-pretrained and should stay as it is.
     stages.stage2 = stage_config(trainable=[r"^audio/", r"^a2v/"], num_epochs=20, batch_size=64)
-    stages.stage2.optimizer = ml_collections.ConfigDict({"name": "adam", "lr": 1e-3})
+    stages.stage2.optimizer = _paper_adam()
     # RNet: heads and FC on frozen encoders. The paper gives no schedule; Adam 1e-3 as for the
     # other small heads of stage 2, 10 epochs.
     stages.rnet = stage_config(
@@ -160,7 +165,7 @@ def default_stages() -> ml_collections.ConfigDict:
         # Stage 2's E_a becomes RNet's audio encoder unless init_from gives one.
         copy_audio_encoder=True,
     )
-    stages.rnet.optimizer = ml_collections.ConfigDict({"name": "adam", "lr": 1e-3})
+    stages.rnet.optimizer = _paper_adam()
     # A2V fine-tuned in the whole network, the backbone fixed (Sec. 3.4); 10 epochs, batch 16.
     stages.stage3 = stage_config(trainable=[r"^a2v/"], num_epochs=10, batch_size=16)
     # "w/o multi-step": backbone, E_a, A2V and the guidance MLP from the baseline, end to end,

@@ -44,6 +44,7 @@ from aiaic_jax.train.stages import SEMANTIC, Stage
 
 Tree = Any
 NO_BAD_STEP = -1
+_ADVERSARY_BRANCH = 2**31 - 1  # folded into the stage's key for the adversary's draws
 
 
 @flax.struct.dataclass
@@ -145,6 +146,10 @@ class Step:
         """(the loss to minimise, (terms, new batch_stats, extras)) of the stage."""
         raise NotImplementedError
 
+    def init_discriminator(self, rng: jax.Array, image_size: int) -> dict[str, Any]:
+        """Fresh variables of the stage's adversary (a stage with `discriminator`)."""
+        raise NotImplementedError
+
     def update_discriminator(
         self, discriminator: DiscriminatorState, extras: Mapping[str, Any], rng: jax.Array
     ) -> tuple[DiscriminatorState, dict[str, jax.Array]]:
@@ -176,10 +181,13 @@ class Step:
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """One update of the stage's trainable parameters (and of the discriminator)."""
         inputs = preprocess.model_inputs(batch, self.config)
-        step_rng = jax.random.fold_in(jax.random.wrap_key_data(rng), state.step)
+        stage_key = jax.random.wrap_key_data(rng)
+        step_rng = jax.random.fold_in(stage_key, state.step)
         # The loss draws from the step's key itself; an adversary (e.g. a gradient penalty's
-        # interpolation) from a key folded off it.
-        discriminator_rng = jax.random.fold_in(step_rng, 1)
+        # interpolation) from a branch of the stage's key that the loss never uses.
+        discriminator_rng = jax.random.fold_in(
+            jax.random.fold_in(stage_key, _ADVERSARY_BRANCH), state.step
+        )
         trainable, frozen = split(state.params, self.mask)
 
         def loss_fn(trainable_params):

@@ -47,7 +47,8 @@ class Converter:
 class Backbone:
     """A registered backbone: its module factory (**overrides -> module), the class of its
     training objective (`objective(config)`, see `ddcolor/objective.py` for the interface) and
-    the resolution its official model runs at (square; the configs' `data.image_size`)."""
+    its working resolution (square): the official model's, or a demo size's. The configs set
+    `data.image_size` to it; `python -m aiaic_jax.models` counts parameters at it."""
 
     make: Callable[..., nn.Module]
     objective: type

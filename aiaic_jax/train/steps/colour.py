@@ -48,7 +48,14 @@ class ColourStep(Step):
     def __init__(self, config: ml_collections.ConfigDict, stage: Stage, model: AIAIC, params: Tree):
         super().__init__(config, stage, model, params)
         self.objective = objective(config)
-        if stage.uses_discriminator:
+        missing = sorted(set(self.objective.loss_config()) - set(stage.loss))
+        if missing:
+            raise ValueError(
+                f"stage {stage.name}: config.loss lacks {missing}, the loss weights of backbone "
+                f"{config.model.backbone!r}; build the config with "
+                f"configs/common.get_config({config.model.backbone!r})"
+            )
+        if self.objective.uses_discriminator(stage.loss):
             self.discriminator = self.objective.discriminator
             self.discriminator_tx = optim.make_optimizer(discriminator_optimizer_config(config))
         # BatchNorm and spectral-norm statistics update only in modules that train, and not in
@@ -60,6 +67,9 @@ class ColourStep(Step):
 
     def constants(self) -> dict[str, Any]:
         return self.objective.constants(self.stage.loss)
+
+    def init_discriminator(self, rng: jax.Array, image_size: int) -> dict[str, Any]:
+        return self.objective.init_discriminator(rng, image_size)
 
     def forward(
         self, params: Tree, batch_stats: Tree, inputs: preprocess.ModelInputs, rng: jax.Array

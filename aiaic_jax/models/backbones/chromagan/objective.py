@@ -19,6 +19,8 @@ off too (also said once).
 
 Not reproduced: Keras shares one Adam (and its step counter) between the generator, the critic
 and the combined model, so bias correction advances twice per iteration; here each has its own.
+The official critic step runs the generator again after its update; here the critic sees the
+output of the generator's own pass, detached (the colour step's order, as in DDColor's code).
 """
 
 from __future__ import annotations
@@ -141,6 +143,10 @@ class ChromaGANObjective:
         from aiaic_jax.convert.common import restore_variables
 
         return {"teacher": restore_variables(path)["params"]}
+
+    def uses_discriminator(self, weights: ml_collections.ConfigDict) -> bool:
+        """Whether a stage with these loss weights trains the adversary."""
+        return float(weights.gan_weight) > 0.0
 
     def init_discriminator(self, rng: jax.Array, image_size: int) -> dict[str, Any]:
         gray_l = jnp.full((1, image_size, image_size, 1), 50.0, jnp.float32)

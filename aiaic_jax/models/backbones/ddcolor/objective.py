@@ -142,6 +142,10 @@ class DDColorObjective:
         """Frozen networks the loss reads, passed to the step as arguments: the perceptual VGG16."""
         return {"vgg": pretrained_vgg16_params()} if float(weights.perceptual_weight) else {}
 
+    def uses_discriminator(self, weights: ml_collections.ConfigDict) -> bool:
+        """Whether a stage with these loss weights trains the adversary."""
+        return float(weights.gan_weight) > 0.0
+
     def init_discriminator(self, rng: jax.Array, image_size: int) -> dict[str, Any]:
         """The discriminator's variables (params, spectral-norm vectors) for this image size."""
         rgb = jnp.full((1, image_size, image_size, 3), 0.5, jnp.float32)
