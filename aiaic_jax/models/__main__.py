@@ -3,8 +3,9 @@
     python -m aiaic_jax.models ddcolor_tiny [--depth 2] [--guidance_dim 512]
 
 Counts come from the shapes alone (`jax.eval_shape` of init): no memory, no compute, so the
-large models print as fast as the small ones. The last line is `total_params=<N>` (trainable
-parameters, i.e. the `params` collection).
+large models print as fast as the small ones. The last line is `total_params=<N>` (the `params`
+collection; modules the backbone itself never trains, such as DisColor's SpixelNet, are in it
+and counted apart on the line before).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def main() -> None:
         indent = "  " * path.count("/")
         label = indent + path.rsplit("/", 1)[-1]
         print(f"{label:{width}s}{n:>14,d}{100 * n / total:>7.1f}%")
+    frozen = [name for name in getattr(backbone, "frozen_modules", ()) if name in params]
+    if frozen:
+        n = sum(count(params[name]) for name in frozen)
+        print(f"frozen by the backbone ({', '.join(frozen)}): {n:,d}; trainable: {total - n:,d}")
     state = {k: count(v) for k, v in variables.items() if k != "params"}
     for collection, n in state.items():
         print(f"non-trainable {collection}: {n:,d}")

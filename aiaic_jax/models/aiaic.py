@@ -92,6 +92,7 @@ class AIAIC(nn.Module):
         force_relevance: float | jax.Array | None = None,
         train: bool = False,
         audio_train: bool | None = None,
+        target_ab: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Colorizes gray_l in one of `MODES`. Returns (ab [B, H, W, 2] raw Lab units, aux).
 
@@ -103,6 +104,8 @@ class AIAIC(nn.Module):
           missing audio. RNet's encoders always run in eval mode (they are frozen).
         train: the backbone's training mode; audio_train: E_a's BN mode (defaults to train;
           pass False when E_a is frozen, as in stage 3).
+        target_ab: [B, H, W, 2] the ground truth, passed on to the backbone (in training,
+          DisColor places its anchors from it and returns its token bins; others ignore it).
         aux: "backbone" (the backbone's own outputs for its objective, e.g. ChromaGAN's class
           logits), "relevance" r [B] (guided modes), "visual_semantics" f_v^s [B, d],
           "audio_semantics" f_a^s [B, d], "relevance_logit" [B] (when RNet ran).
@@ -112,7 +115,7 @@ class AIAIC(nn.Module):
         batch = gray_l.shape[0]
         aux: dict[str, jax.Array] = {}
         if mode == "baseline":
-            ab, aux["backbone"] = self.backbone(gray_l, None, train=train)
+            ab, aux["backbone"] = self.backbone(gray_l, None, train=train, target_ab=target_ab)
             return ab, aux
 
         if mode == "visual":
@@ -139,7 +142,9 @@ class AIAIC(nn.Module):
                 relevance = jnp.where(jnp.asarray(has_audio, bool), relevance, 0.0)
         aux["relevance"] = relevance
         code = self.guidance(semantics)  # Eq. 4
-        ab, aux["backbone"] = self.backbone(gray_l, Guidance(code, relevance), train=train)
+        ab, aux["backbone"] = self.backbone(
+            gray_l, Guidance(code, relevance), train=train, target_ab=target_ab
+        )
         return ab, aux
 
     def visual_semantics(self, color_rgb: jax.Array) -> jax.Array:

@@ -42,16 +42,26 @@ def count_trainable(params: Any, mask: Any) -> int:
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Constant rate multiplied by `lr_gamma` at each of `lr_milestones` (PyTorch MultiStepLR)."""
+    """Constant rate multiplied by `lr_gamma` at each of `lr_milestones` (PyTorch MultiStepLR),
+    and, when `lr_end_factor` < 1, decayed linearly to `lr * lr_end_factor` over
+    `lr_decay_steps` (the stage's length, filled in by `stages.resolve`; DisColor's decay)."""
     milestones = {
         int(m): float(config.get("lr_gamma", 0.5)) for m in config.get("lr_milestones", ())
     }
-    return optax.piecewise_constant_schedule(float(config.lr), milestones)
+    stepped = optax.piecewise_constant_schedule(float(config.lr), milestones)
+    end_factor = float(config.get("lr_end_factor", 1.0))
+    if end_factor == 1.0:
+        return stepped
+    decay_steps = int(config.get("lr_decay_steps", 0))
+    if decay_steps <= 0:
+        raise ValueError(f"lr_end_factor={end_factor} needs lr_decay_steps > 0")
+    linear = optax.linear_schedule(1.0, end_factor, decay_steps)
+    return lambda step: stepped(step) * linear(step)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW or Adam from an optimizer config (`name`, `lr`, `b1`, `b2`, `eps`, `weight_decay`,
-    `lr_milestones`, `lr_gamma`, `grad_clip_norm`)."""
+    `lr_milestones`, `lr_gamma`, `lr_end_factor`, `lr_decay_steps`, `grad_clip_norm`)."""
     schedule = learning_rate_schedule(config)
     name = config.name.lower()
     if name == "adamw":
@@ -87,6 +97,8 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
             "lr_milestones": (),
             "lr_gamma": 0.5,
             "grad_clip_norm": 0.0,
+            "lr_end_factor": 1.0,  # < 1: linear decay to lr * lr_end_factor over the stage
+            "lr_decay_steps": 0,  # 0: the stage's number of steps
         }
     )
     config.update(overrides)

@@ -132,7 +132,15 @@ def _paper_adam() -> ml_collections.ConfigDict:
     the backbone's generator optimizer (ChromaGAN's beta1 is 0.5): betas (0.9, 0.99) and eps
     1e-8, what these stages had from DDColor's defaults before backbones were plug-ins."""
     return ml_collections.ConfigDict(
-        {"name": "adam", "lr": 1e-3, "b1": 0.9, "b2": 0.99, "eps": 1e-8, "lr_milestones": ()}
+        {
+            "name": "adam",
+            "lr": 1e-3,
+            "b1": 0.9,
+            "b2": 0.99,
+            "eps": 1e-8,
+            "lr_milestones": (),
+            "lr_end_factor": 1.0,
+        }
     )
 
 
@@ -195,6 +203,8 @@ def resolve(config: ml_collections.ConfigDict, name: str, train_size: int) -> St
     loss.update(spec.get("loss", ml_collections.ConfigDict()).to_dict())
     optimizer = optim.optimizer_config(**config.optimizer.to_dict())
     optimizer.update(spec.get("optimizer", ml_collections.ConfigDict()).to_dict())
+    if float(optimizer.lr_end_factor) != 1.0 and int(optimizer.lr_decay_steps) <= 0:
+        optimizer.lr_decay_steps = num_steps  # a decay over the whole stage
     use_relevance = bool(config.use_relevance)
     force_relevance = None
     if name == "e2e" or (name == "stage3" and not use_relevance):

@@ -120,7 +120,11 @@ class Step:
         self.config = config
         self.stage = stage
         self.model = model
-        self.mask = optim.trainable_mask(params, stage.trainable, stage.frozen)
+        # What the backbone itself never trains (e.g. DisColor's pretrained SpixelNet).
+        backbone_frozen = tuple(
+            rf"^backbone/{name}/" for name in getattr(model.backbone, "frozen_modules", ())
+        )
+        self.mask = optim.trainable_mask(params, stage.trainable, stage.frozen + backbone_frozen)
         if optim.count_trainable(params, self.mask) == 0:
             raise ValueError(
                 f"stage {stage.name}: no parameter matches trainable={list(stage.trainable)} "

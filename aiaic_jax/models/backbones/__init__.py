@@ -1,14 +1,20 @@
 """Colorization backbones: the registry.
 
 A backbone is a linen Module called as
-`backbone(gray_l, guidance=None, *, train=False) -> (ab, outputs)`: gray_l [B, H, W, 1] with L
-in [0, 100], ab [B, H, W, 2] in raw Lab units at the input's size, outputs a dict of what its
-objective needs besides ab (ChromaGAN: "class_logits"; DDColor: nothing). It prepares its own
-input from L, applies `DynamicSemanticGuidance` (submodule `dsg`) at the point it declares
-when guidance is given, and declares that point: `guidance_channels` (int, channels of the
-feature map there) and `guidance_point` (a short description). `pretrained_params()` gives the
-parameters to lay over a fresh initialisation from what the installed packages ship ({} if
-none).
+`backbone(gray_l, guidance=None, *, train=False, target_ab=None) -> (ab, outputs)`: gray_l
+[B, H, W, 1] with L in [0, 100], ab [B, H, W, 2] in raw Lab units at the input's size, outputs a
+dict of what its objective needs besides ab (ChromaGAN: "class_logits"; DisColor: its palette
+and reference logits and the true bins of its tokens; DDColor: nothing). target_ab is the
+ground truth, which the colour stages pass and a backbone may train on (DisColor's anchors);
+the others ignore it. Randomness inside a backbone draws from the `dropout` and `anchors` rng
+streams, which the colour step passes. A backbone may declare `frozen_modules`, names of its
+submodules that never train (DisColor's pretrained SpixelNet); the stages freeze them.
+
+A backbone prepares its own input from L, applies `DynamicSemanticGuidance` (submodule `dsg`)
+at the point it declares when guidance is given, and declares that point: `guidance_channels`
+(int, channels of the feature map there) and `guidance_point` (a short description).
+`pretrained_params()` gives the parameters to lay over a fresh initialisation from what the
+installed packages ship ({} if none).
 
 Each backbone family lives in its own folder (model, objective, discriminator, converter) and
 is known to the rest of the project only through its entries here: a name per size with its
@@ -30,6 +36,8 @@ from aiaic_jax.models.backbones.chromagan import model as chromagan
 from aiaic_jax.models.backbones.chromagan.objective import ChromaGANObjective
 from aiaic_jax.models.backbones.ddcolor import model as ddcolor
 from aiaic_jax.models.backbones.ddcolor.objective import DDColorObjective
+from aiaic_jax.models.backbones.discolor import model as discolor
+from aiaic_jax.models.backbones.discolor.objective import DisColorObjective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +71,8 @@ _REGISTRY: dict[str, Backbone] = {
     "chromagan_demo": Backbone(
         functools.partial(chromagan.chromagan, "demo"), ChromaGANObjective, 64
     ),
+    "discolor": Backbone(functools.partial(discolor.discolor, "full"), DisColorObjective, 256),
+    "discolor_demo": Backbone(functools.partial(discolor.discolor, "demo"), DisColorObjective, 64),
 }
 
 # `python -m aiaic_jax.convert <name> IN OUT`
@@ -89,6 +99,17 @@ CONVERTERS: dict[str, Converter] = {
         "aiaic_jax.models.backbones.chromagan.teacher",
         "convert_teacher",
         description="VGG16 classifier (torchvision .pth, Keras .h5): ChromaGAN's class teacher",
+    ),
+    "discolor": Converter(
+        "aiaic_jax.models.backbones.discolor.convert",
+        "convert",
+        sized=True,
+        description="official DISCO .pth.tar (full; demo for tests)",
+    ),
+    "vgg19": Converter(
+        "aiaic_jax.models.backbones.discolor.vgg19",
+        "convert_vgg19",
+        description="torchvision VGG19 .pth: DisColor's perceptual network",
     ),
 }
 

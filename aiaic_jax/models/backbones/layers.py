@@ -1,5 +1,5 @@
 """Layers shared by the backbones: spectral-norm and depthwise convolutions, pixel shuffle,
-PyTorch initialisers.
+PyTorch initialisers, DETR's sine positions (DDColor's colour decoder, DisColor's tokens).
 
 The backbones are ported from PyTorch code, and converted checkpoints must behave exactly as the
 originals do; these layers reproduce PyTorch's conventions where Flax's differ (spectral norm
@@ -256,3 +256,30 @@ class SpectralNormConv(nn.Module):
         if scale_output:
             y = y / sigma
         return y if bias is None else y + bias
+
+
+def sine_position_encoding(height: int, width: int, channels: int) -> np.ndarray:
+    """DETR's normalised sine position encoding for an height x width grid.
+
+    Returns [height * width, channels] (row-major positions): the first channels/2 encode the
+    row, the rest the column; within each half, even channels are sin(p / t_k) and odd
+    channels cos(p / t_k) with t_k = 10000^(2 floor(k / 2) / (channels / 2)), and p the 1-based
+    position scaled to (0, 2 pi].
+    """
+    half = channels // 2
+    eps = np.float32(1e-6)
+    scale = np.float32(2 * np.pi)
+    rows = np.arange(1, height + 1, dtype=np.float32)
+    cols = np.arange(1, width + 1, dtype=np.float32)
+    rows = rows / (rows[-1] + eps) * scale
+    cols = cols / (cols[-1] + eps) * scale
+    k = np.arange(half, dtype=np.float32)
+    periods = np.float32(10000) ** (2 * (k // 2) / np.float32(half))
+
+    def encode(positions: np.ndarray) -> np.ndarray:
+        angles = positions[:, None] / periods  # [n, half]
+        return np.where(k % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+
+    row_code = np.broadcast_to(encode(rows)[:, None, :], (height, width, half))
+    col_code = np.broadcast_to(encode(cols)[None, :, :], (height, width, half))
+    return np.concatenate([row_code, col_code], axis=-1).reshape(height * width, channels)

@@ -32,6 +32,9 @@ from aiaic_jax.train.state import (
     merge_stats,
 )
 
+_DROPOUT_BRANCH = 1
+_ANCHORS_BRANCH = 2
+
 
 def objective(config: ml_collections.ConfigDict) -> Any:
     """The training objective of the run's backbone."""
@@ -90,12 +93,20 @@ class ColourStep(Step):
                 force_relevance=self.stage.force_relevance,
                 audio_train=self.audio_train,
             )
+        # Draws of the backbone itself (dropout, DisColor's k-means start), apart from the
+        # stage's own (the masked samples above).
+        rngs = {
+            "dropout": jax.random.fold_in(rng, _DROPOUT_BRANCH),
+            "anchors": jax.random.fold_in(rng, _ANCHORS_BRANCH),
+        }
         (ab, aux), updated = self.model.apply(
             variables,
             inputs.gray_l,
             mode=mode,
             train=self.backbone_train,
+            target_ab=inputs.target_ab,
             mutable=["batch_stats"],
+            rngs=rngs,
             **kwargs,
         )
         return ab, aux, merge_stats(batch_stats, updated["batch_stats"])

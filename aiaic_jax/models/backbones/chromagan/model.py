@@ -209,15 +209,22 @@ class ChromaGAN(nn.Module):
 
     @nn.compact
     def __call__(
-        self, gray_l: jax.Array, guidance: Guidance | None = None, *, train: bool = False
+        self,
+        gray_l: jax.Array,
+        guidance: Guidance | None = None,
+        *,
+        train: bool = False,
+        target_ab: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """gray_l: [B, H, W, 1] L in [0, 100]; guidance: code c [B, Dc] and relevance r [B]
-        (Eq. 8; r = 0 gives exactly the unguided output). train: batch statistics in the
+        (Eq. 8; r = 0 gives exactly the unguided output); target_ab: the ground truth that the
+        backbone protocol passes in the colour stages, unused here. train: batch statistics in the
         BatchNorms (and their moving averages updated in `batch_stats`).
 
         Returns ab [B, H, W, 2] in raw Lab units (in (-128, 127), from the sigmoid) and
         {"class_logits": [B, num_classes]}, the class head before the official softmax.
         """
+        del target_ab
         self._check(gray_l)
         batch = gray_l.shape[0]
 

@@ -113,13 +113,20 @@ class DDColor(nn.Module):
 
     @nn.compact
     def __call__(
-        self, gray_l: jax.Array, guidance: Guidance | None = None, *, train: bool = False
+        self,
+        gray_l: jax.Array,
+        guidance: Guidance | None = None,
+        *,
+        train: bool = False,
+        target_ab: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """gray_l: [B, H, W, 1] L in [0, 100]; guidance: code c [B, Dc] and relevance r [B]
-        (Eq. 8; r = 0 gives exactly the unguided output). train: batch statistics in the
+        (Eq. 8; r = 0 gives exactly the unguided output); target_ab: the ground truth that the
+        backbone protocol passes in the colour stages, unused here. train: batch statistics in the
         BatchNorms and a power-iteration step in every spectral norm (both update
         `batch_stats`). Returns (ab [B, H, W, num_output_channels] in raw Lab units, {}): its
         objective needs no other output."""
+        del target_ab
         _, height, width, channels = gray_l.shape
         if channels != 1 or height % 32 or width % 32:
             raise ValueError(
