@@ -84,7 +84,9 @@ def _flax_setup(name: str, size: int, batch: int, mode: str):
                     {"params": params, "batch_stats": batch_stats},
                     gray_l,
                     train=True,
+                    target_ab=target_ab,  # DisColor's training anchors; the others ignore it
                     mutable=["batch_stats"],
+                    rngs={"dropout": jax.random.key(0), "anchors": jax.random.key(1)},
                 )
                 return jnp.mean(jnp.abs(ab - target_ab)), updates["batch_stats"]
 

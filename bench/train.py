@@ -2,6 +2,7 @@
 
 PYTHONPATH=. python bench/train.py                               # the default set below
 PYTHONPATH=. python bench/train.py --runs demo:all ddcolor_tiny:stage1:1,4 --steps 3
+PYTHONPATH=. python bench/train.py --runs demo@discolor_demo:baseline  # demo.get_config(arg)
 
 Each run is `config:stages[:batches]` (stages comma-separated or `all`; batches default to the
 stage's own). Every (config, stage, batch) is measured in a fresh subprocess: build the
@@ -36,7 +37,6 @@ def measure(
     config_name: str, stage_name: str, batch_size: int, steps: int, fast_compile: bool = False
 ) -> dict:
     """Runs in the child process: one configuration, returns its figures."""
-    import importlib
 
     import jax
     import numpy as np
@@ -46,7 +46,7 @@ def measure(
     from aiaic_jax.train.steps import make_step
     from tests.tiny_training import random_variables
 
-    config = importlib.import_module(f"configs.{config_name}").get_config()
+    config = load_config(config_name)
     config.stages[stage_name].batch_size = batch_size
     stage = stages.resolve(config, stage_name, train_size=1)
     model = build_model(config.model)
@@ -108,14 +108,23 @@ def measure(
     }
 
 
-def _expand(run: str) -> list[tuple[str, str, int]]:
+def load_config(config_name: str):
+    """`configs/<name>.py`'s get_config(); `name@arg` calls get_config(arg), e.g.
+    `demo@discolor_demo` (the demo with the DisColor backbone)."""
     import importlib
+
+    module, _, argument = config_name.partition("@")
+    get_config = importlib.import_module(f"configs.{module}").get_config
+    return get_config(argument) if argument else get_config()
+
+
+def _expand(run: str) -> list[tuple[str, str, int]]:
 
     from aiaic_jax.train import stages
 
     parts = run.split(":")
     config_name, stage_names = parts[0], parts[1]
-    config = importlib.import_module(f"configs.{config_name}").get_config()
+    config = load_config(config_name)
     names = stages.STAGE_NAMES if stage_names == "all" else stage_names.split(",")
     out = []
     for name in names:

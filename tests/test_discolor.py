@@ -70,6 +70,12 @@ def test_inference_is_deterministic_and_an_anchors_rng_changes_only_the_draw(dem
     first, _ = _apply(backbone, variables, gray_l)
     again, _ = jax.jit(lambda v, x: backbone.apply(v, x))(variables, gray_l)
     np.testing.assert_allclose(first, again, atol=1e-4)
+    # A picture's anchors do not depend on its place in the batch (at 64 x 64: 4 anchors among
+    # 16 tokens; the variables do not depend on the size).
+    pictures = jax.random.uniform(jax.random.key(5), (B, 64, 64, 1), minval=0.0, maxval=100.0)
+    _, outputs = _apply(backbone, variables, pictures)
+    _, swapped = _apply(backbone, variables, pictures[::-1])
+    np.testing.assert_array_equal(swapped["anchor_mask"][::-1], outputs["anchor_mask"])
     for seed in range(2):
         ab, outputs = _apply(backbone, variables, gray_l, rngs={"anchors": jax.random.key(seed)})
         assert np.all(np.isfinite(ab))

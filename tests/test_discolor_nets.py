@@ -195,9 +195,11 @@ def test_initialised_nets_give_the_documented_shapes_and_a_normalised_affinity(i
     assert 0.9 * bound < np.abs(kernel).max() <= bound
     bias = np.asarray(variables["params"]["inConv"]["inConv_0"]["bias"])
     assert np.abs(bias).max() <= 1.0 / np.sqrt(9 * HOURGLASS_IN) and np.any(bias)
-    # ... and zeros for SpixelNet's biases (its own init).
+    # ... and zeros for SpixelNet's biases (its own init), but for the last conv: a fresh
+    # SpixelNet is the regular grid, every pixel in its own cell.
     assert not np.any(spixel["params"]["deconv3_0"]["bias"])
-    assert not np.any(spixel["params"]["pred_mask0"]["bias"])
+    assert not np.any(spixel["params"]["pred_mask0"]["kernel"])
+    assert np.all(np.asarray(affinity)[..., 4] > 0.999)
 
 
 def test_sizes_that_are_not_multiples_of_the_downsampling_are_refused():

@@ -3,10 +3,13 @@
     python -m aiaic_jax.convert ddcolor  ddcolor_paper_tiny.pth     runs/init/ddcolor_tiny
     python -m aiaic_jax.convert convnext convnext_tiny_22k_224.pth  runs/init/convnext_tiny
     python -m aiaic_jax.convert vggsound H.pth.tar                  runs/init/vggsound_audio
+    python -m aiaic_jax.convert discolor disco-beta.pth.tar          runs/init/discolor
 
 The output directory holds a partial variable tree of the composed model (`backbone`, or
-`audio` for VGGSound) to name as a stage's `init_from`. `--size` makes sure that a DDColor or
-ConvNeXt checkpoint is of the expected size; without it the size is read from the checkpoint.
+`audio` for VGGSound) to name as a stage's `init_from`, or a frozen network a loss reads
+(vgg16, vgg19). `--size` makes sure that a DDColor, ConvNeXt or ChromaGAN checkpoint is of the
+expected size (without it the size is read from the checkpoint); DisColor's is "full" unless
+`--size demo` is given, and a checkpoint of the other size is named as such.
 """
 
 from __future__ import annotations
@@ -64,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input", type=Path, help="the official checkpoint file")
     parser.add_argument("output", type=Path, help="directory to write (must not exist)")
     parser.add_argument(
-        "--size", default=None, help="ddcolor/convnext: expected size (tiny, large)"
+        "--size",
+        default=None,
+        help="ddcolor/convnext: expected size (tiny, large); chromagan (full, demo); "
+        "discolor (full, the default; demo)",
     )
     args = parser.parse_args(argv)
 

@@ -44,7 +44,8 @@ class AIAIC(nn.Module):
     """Backbone + E_s + guidance MLP + E_a + A2V + RNet; see the module docstring.
 
     The backbone follows the protocol of `aiaic_jax.models.backbones`:
-    `backbone(gray_l, guidance=None, *, train=False) -> (ab, outputs its objective uses)`.
+    `backbone(gray_l, guidance=None, *, train=False, target_ab=None) -> (ab, outputs its
+    objective uses)`.
     """
 
     backbone: nn.Module

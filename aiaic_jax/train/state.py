@@ -128,7 +128,7 @@ class Step:
         if optim.count_trainable(params, self.mask) == 0:
             raise ValueError(
                 f"stage {stage.name}: no parameter matches trainable={list(stage.trainable)} "
-                f"without matching frozen={list(stage.frozen)}"
+                f"without matching frozen={list(stage.frozen + backbone_frozen)}"
             )
         self.tx = optim.masked(optim.make_optimizer(stage.optimizer), self.mask)
         self.schedule = optim.learning_rate_schedule(stage.optimizer)

@@ -212,11 +212,12 @@ class DisColor(nn.Module):
             anchor_mask = anchors.mask.reshape(batch, num_tokens).astype(jnp.float32)
             anchor_bins = anchors.bins.reshape(batch, num_tokens).astype(jnp.int32)
         else:
-            key = (
-                self.make_rng("anchors")
-                if self.has_rng("anchors")
-                else jax.random.key(_FIXED_ANCHOR_KEY)
-            )
+            if self.has_rng("anchors"):
+                key = self.make_rng("anchors")  # split per image inside
+            else:
+                # The same start for every image, so that a picture's anchors do not depend on
+                # its place in the batch.
+                key = jnp.repeat(jax.random.split(jax.random.key(_FIXED_ANCHOR_KEY), 1), batch)
             if train:
                 # Clusters of the true superpixel colours, the true bins (official training).
                 cluster_points = (true_colours / AB_SCALE).reshape(batch, num_tokens, 2)

@@ -111,6 +111,15 @@ def _check_size(module: str, x: jax.Array, factor: int) -> None:
         raise ValueError(f"{module}: H and W must be multiples of {factor}, got {height}x{width}")
 
 
+_OWN_CELL = 4  # the centre of the 3 x 3 neighbourhood in the affinity's channel order
+_OWN_CELL_LOGIT = 10.0
+
+
+def _own_cell_bias(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    del key
+    return jnp.zeros(shape, dtype).at[_OWN_CELL].set(_OWN_CELL_LOGIT)
+
+
 class SpixelNet(nn.Module):
     """The superpixel affinity network: gray_n [B, H, W, 1] -> affinity [B, H, W, 9].
 
@@ -162,7 +171,17 @@ class SpixelNet(nn.Module):
             )(x)
             x = jnp.concatenate([skips[level], nn.leaky_relu(up, 0.1)], axis=-1)
             x = block(x, width, f"conv{level}_1")
-        logits = _conv(NEIGHBOURS, "pred_mask0")(x)
+        # A fresh SpixelNet is the regular grid: zero weights and a bias towards the pixel's own
+        # cell (softmax 0.9996 there). SpixelNet never trains in DisColor, and the official one
+        # is always loaded pretrained; a random one would pool blurs of 3 x 3 cells.
+        logits = nn.Conv(
+            NEIGHBOURS,
+            (_KERNEL, _KERNEL),
+            padding=((1, 1), (1, 1)),
+            kernel_init=nn.initializers.zeros,
+            bias_init=_own_cell_bias,
+            name="pred_mask0",
+        )(x)
         return nn.softmax(logits, axis=-1)
 
 

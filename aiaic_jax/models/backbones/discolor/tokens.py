@@ -215,6 +215,9 @@ class TokenEncoder(nn.Module):
         return tokens
 
 
+KMEANS_TOLERANCE = 1e-4  # official: stop once (sum of the centres' shifts)^2 falls below it
+
+
 def _kmeans_one(points: jax.Array, key: jax.Array, num_clusters: int, iterations: int):
     """Lloyd's k-means on points [L, D] -> assignments [L] int32."""
     length = points.shape[0]
@@ -222,7 +225,7 @@ def _kmeans_one(points: jax.Array, key: jax.Array, num_clusters: int, iterations
     centres = points[jax.random.choice(init_key, length, (num_clusters,), replace=False)]
 
     def step(index, carry):
-        centres, _ = carry
+        centres, previous, done = carry
         # Squared Euclidean distances [L, K], as differences (the official way), not expanded.
         distances = jnp.sum((points[:, None, :] - centres[None, :, :]) ** 2, axis=-1)
         assignments = jnp.argmin(distances, axis=1).astype(jnp.int32)
@@ -235,28 +238,34 @@ def _kmeans_one(points: jax.Array, key: jax.Array, num_clusters: int, iterations
         restarts = points[
             jax.random.randint(jax.random.fold_in(reseed_key, index), (num_clusters,), 0, length)
         ]
-        return jnp.where(counts[:, None] > 0, means, restarts), assignments
+        moved = jnp.where(counts[:, None] > 0, means, restarts)
+        shift = jnp.sum(jnp.sqrt(jnp.sum((moved - centres) ** 2, axis=-1)))
+        # Once converged, every later iteration keeps the state (the official loop breaks).
+        return (
+            jnp.where(done, centres, moved),
+            jnp.where(done, previous, assignments),
+            done | (shift**2 < KMEANS_TOLERANCE),
+        )
 
-    initial = (centres, jnp.zeros((length,), jnp.int32))
-    _, assignments = jax.lax.fori_loop(0, iterations, step, initial)
+    initial = (centres, jnp.zeros((length,), jnp.int32), jnp.zeros((), bool))
+    _, assignments, _ = jax.lax.fori_loop(0, iterations, step, initial)
     return assignments
 
 
 def kmeans(points: jax.Array, num_clusters: int, key: jax.Array, iterations: int = 20) -> jax.Array:
     """Batched k-means (official `clusterkit.batch_kmeans_pytorch`, Euclidean), jittable.
 
-    points: [B, L, D] (L >= num_clusters); key: a PRNG key (each batch element gets its own
-    split). Centres start at num_clusters distinct random points; each iteration assigns every
-    point to its nearest centre (squared Euclidean distance, ties to the lower index) and moves
-    each centre to the mean of its points; an empty cluster's centre jumps to a random point.
-    Returns int32 [B, L], the assignments of the last iteration (made before its centre
-    update, as the official code returns them).
-
-    Differences from the official code: always `iterations` iterations; the official stops
-    earlier once the summed centre shift squared is below 1e-4, where the assignments have
-    stopped changing. Random numbers come from `key`, not NumPy's and torch's global state.
+    points: [B, L, D] (L >= num_clusters); key: one PRNG key (each batch element gets its own
+    split) or a key per batch element [B]. Centres start at num_clusters distinct random
+    points; each iteration assigns every point to its nearest centre (squared Euclidean
+    distance, ties to the lower index) and moves each centre to the mean of its points; an
+    empty cluster's centre jumps to a random point. It stops after `iterations`, or earlier
+    once the summed shift of the centres, squared, is below 1e-4 (as the official; here the
+    remaining iterations of the fixed-length loop keep the state). Returns int32 [B, L], the
+    assignments of the last iteration run (made before its centre update, as the official
+    code returns them). Random numbers come from `key`, not NumPy's and torch's global state.
     """
-    keys = jax.random.split(key, points.shape[0])
+    keys = key if key.ndim == 1 else jax.random.split(key, points.shape[0])
     cluster = lambda p, k: _kmeans_one(p, k, num_clusters, iterations)
     return jax.vmap(cluster)(points, keys)
 
