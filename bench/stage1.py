@@ -2,6 +2,8 @@
 
 PYTHONPATH=. python bench/stage1.py --workdir runs/demo             # the variants below
 PYTHONPATH=. python bench/stage1.py --workdir runs/demo --variants frozen_stats,no_mask
+PYTHONPATH=. python bench/stage1.py --workdir runs/demo_discolor --backbone discolor_demo \
+    --variants default,no_decay,no_mask --out runs/bench_stage1_discolor
 
 Stage 1 trains the backbone with guidance from f_v^s of the ground-truth colour image, r = 0 for
 a fraction of the samples (`mask_fraction`). Everything later (stage 3, and so `full` and
@@ -34,13 +36,15 @@ VARIANTS = {
     "no_mask_frozen_stats": {"use_relevance": False, **FROZEN},
     "frozen_stats_mask_0.15": {"stages.stage1.mask_fraction": 0.15, **FROZEN},
     "frozen_stats_800_steps": {"stages.stage1.num_steps": 800, **FROZEN},
+    # A constant rate where the backbone's objective decays it (DisColor's linear decay).
+    "no_decay": {"optimizer.lr_end_factor": 1.0},
 }
 
 
-def demo_config(workdir: Path, overrides: dict):
+def demo_config(workdir: Path, overrides: dict, backbone: str = "ddcolor_demo"):
     from configs import demo
 
-    config = demo.get_config()
+    config = demo.get_config(backbone)
     config.data.data_dir = str(workdir / "data")
     config.init_from = str(workdir / "full" / "baseline" / "final")
     for key, value in overrides.items():
@@ -52,7 +56,7 @@ def demo_config(workdir: Path, overrides: dict):
     return config
 
 
-def train(workdir: Path, out: Path, overrides: dict) -> None:
+def train(workdir: Path, out: Path, overrides: dict, backbone: str) -> None:
     """Runs in the child process: stage 1 into `out`."""
     from absl import flags
 
@@ -60,10 +64,12 @@ def train(workdir: Path, out: Path, overrides: dict) -> None:
 
     logs.quiet_dependencies()
     flags.FLAGS.mark_as_parsed()
-    loop.run(demo_config(workdir, overrides), str(out), "stage1")
+    loop.run(demo_config(workdir, overrides, backbone), str(out), "stage1")
 
 
-def score(workdir: Path, directories: dict[str, Path]) -> dict[str, dict[str, float]]:
+def score(
+    workdir: Path, directories: dict[str, Path], backbone: str
+) -> dict[str, dict[str, float]]:
     """Mean val PSNR of each variables directory with r = 1 ("guided") and r = 0 ("unguided")."""
     import jax
     import jax.numpy as jnp
@@ -73,7 +79,7 @@ def score(workdir: Path, directories: dict[str, Path]) -> dict[str, dict[str, fl
     from aiaic_jax.data import pipeline
     from aiaic_jax.evaluation import metrics, runner
 
-    config = runner.resolve_config(demo_config(workdir, {}))
+    config = runner.resolve_config(demo_config(workdir, {}, backbone))
     model = runner.model_from_config(config)
 
     @jax.jit
@@ -122,10 +128,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="a demo run (make demo)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_stage1"))
+    parser.add_argument(
+        "--backbone", default="ddcolor_demo", help="the demo config's backbone (configs/demo.py)"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        train(args.workdir, Path(args.child[0]), json.loads(args.child[1]))
+        train(args.workdir, Path(args.child[0]), json.loads(args.child[1]), args.backbone)
         return
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -137,13 +146,14 @@ def main() -> None:
             print(f"{name}: reusing {out}", flush=True)
             continue
         overrides = json.dumps(VARIANTS[name])
-        command = [sys.executable, __file__, "--workdir", str(args.workdir), "--child", str(out)]
+        command = [sys.executable, __file__, "--workdir", str(args.workdir)]
+        command += ["--backbone", args.backbone, "--child", str(out)]
         command.append(overrides)
         environment = {**os.environ, "PYTHONPATH": str(ROOT)}
         subprocess.run(command, check=True, cwd=ROOT, env=environment)
     directories = {name: args.out / name / "stage1" / "final" for name in names}
     baseline = args.workdir / "full" / "baseline" / "final"
-    results = score(args.workdir, {**directories, "baseline": baseline})
+    results = score(args.workdir, {**directories, "baseline": baseline}, args.backbone)
     base = results["baseline"]
     print(
         f"val PSNR (dB); the baseline ({baseline}): {base['unguided']:.2f}; its DSG input x: "

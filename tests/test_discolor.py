@@ -40,24 +40,33 @@ def demo():
     gray_l = jax.random.uniform(jax.random.key(0), (B, SIZE, SIZE, 1), minval=0.0, maxval=100.0)
     target_ab = jax.random.uniform(jax.random.key(1), (B, SIZE, SIZE, 2), minval=-60, maxval=60)
     guidance = Guidance(jax.random.normal(jax.random.key(2), (B, 16)), jnp.ones((B,)))
-    # An rbg key: threefry makes XLA:CPU compile this init for about a minute.
+    # An rbg key: threefry makes XLA:CPU compile this init for about a minute. (Random values
+    # of the shapes would not do: spectral norms need their power-iterated vectors.)
     init = jax.jit(lambda key: backbone.init(key, gray_l, guidance))
     variables = init(jax.random.key(3, impl="unsafe_rbg"))
     return backbone, variables, gray_l, target_ab, guidance
 
 
+_JITTED: dict = {}
+
+
 def _apply(backbone, *args, **kwargs):
-    """backbone.apply, jitted (op-by-op it takes seconds per call on a CPU)."""
+    """backbone.apply, jitted (op by op it takes seconds per call on a CPU); one jitted function
+    per backbone and static arguments, so that calls of the same structure share a compile."""
     static = ("train", "mutable", "capture_intermediates")
     fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if k in static}
     dynamic = {k: v for k, v in kwargs.items() if k not in static}
-    return jax.jit(lambda a, k: backbone.apply(*a, **k, **fixed))(args, dynamic)
+    key = (id(backbone), tuple(sorted(fixed.items())))
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(lambda a, k: backbone.apply(*a, **k, **fixed))
+    return _JITTED[key](args, dynamic)
 
 
 def test_forward_returns_full_size_ab_and_the_token_logits(demo):
     backbone, variables, gray_l, target_ab, _ = demo
     ab, outputs = _apply(backbone, variables, gray_l, target_ab=target_ab)
     assert ab.shape == (B, SIZE, SIZE, 2)
+    assert np.all(np.isfinite(ab))
     assert float(jnp.max(jnp.abs(ab))) < 110.0  # 110 tanh
     grid = (B, SIZE // 16, SIZE // 16)
     assert outputs["pal_logits"].shape == outputs["ref_logits"].shape == (*grid, bins.NUM_BINS)
@@ -65,10 +74,10 @@ def test_forward_returns_full_size_ab_and_the_token_logits(demo):
     assert outputs["token_labels"].dtype == jnp.int32
 
 
-def test_inference_is_deterministic_and_an_anchors_rng_changes_only_the_draw(demo):
+def test_inference_is_deterministic_and_independent_of_the_batch_order(demo):
     backbone, variables, gray_l, _, _ = demo
     first, _ = _apply(backbone, variables, gray_l)
-    again, _ = jax.jit(lambda v, x: backbone.apply(v, x))(variables, gray_l)
+    again, _ = _apply(backbone, variables, gray_l)
     np.testing.assert_allclose(first, again, atol=1e-4)
     # A picture's anchors do not depend on its place in the batch (at 64 x 64: 4 anchors among
     # 16 tokens; the variables do not depend on the size).
@@ -76,10 +85,6 @@ def test_inference_is_deterministic_and_an_anchors_rng_changes_only_the_draw(dem
     _, outputs = _apply(backbone, variables, pictures)
     _, swapped = _apply(backbone, variables, pictures[::-1])
     np.testing.assert_array_equal(swapped["anchor_mask"][::-1], outputs["anchor_mask"])
-    for seed in range(2):
-        ab, outputs = _apply(backbone, variables, gray_l, rngs={"anchors": jax.random.key(seed)})
-        assert np.all(np.isfinite(ab))
-        assert 1 <= float(outputs["anchor_mask"][0].sum()) <= backbone.num_anchors
 
 
 def test_given_anchors_replace_k_means(demo):
@@ -122,22 +127,19 @@ def test_r_zero_leaves_the_backbone_output_unchanged(demo):
 
 def test_dsg_modulates_the_first_refinement_conv(demo):
     backbone, variables, gray_l, _, guidance = demo
-    _, intermediates = _apply(
-        backbone,
-        variables,
-        gray_l,
-        guidance,
-        capture_intermediates=True,
-        mutable=["intermediates"],
-    )
-    (dsg_out,) = intermediates["intermediates"]["dsg"]["__call__"]
-    assert dsg_out.shape == (B, SIZE, SIZE, backbone.guidance_channels)
 
     def ab_sum(params):
-        ab, _ = backbone.apply({**variables, "params": params}, gray_l, guidance)
-        return jnp.sum(ab)
+        (ab, _), captured = backbone.apply(
+            {**variables, "params": params},
+            gray_l,
+            guidance,
+            capture_intermediates=lambda module, _: module.name == "dsg",
+            mutable=["intermediates"],
+        )
+        return jnp.sum(ab), captured["intermediates"]["dsg"]["__call__"]
 
-    grads = jax.jit(jax.grad(ab_sum))(variables["params"])
+    grads, (dsg_out,) = jax.jit(jax.grad(ab_sum, has_aux=True))(variables["params"])
+    assert dsg_out.shape == (B, SIZE, SIZE, backbone.guidance_channels)
     assert float(jnp.abs(grads["dsg"]["sg"]["gamma_1"]["kernel"]).sum()) > 0
     # SpixelNet is frozen inside the model: no gradient reaches it.
     assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(grads["segnet"]))
