@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from aiaic_jax import runs
+from aiaic_jax import compile_cache, runs
 from aiaic_jax.data import folders, media
 from aiaic_jax.data.folders import NOT_A_REGULAR_FILE
 from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
@@ -693,6 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(overrides) != len(unknown):
         parser.error(f"unrecognized arguments: {' '.join(set(unknown) - set(overrides))}")
     args.overrides = overrides
+    compile_cache.enable()
     try:
         return args.handler(args)
     except CommandError as error:

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
+from aiaic_jax import compile_cache
 from aiaic_jax.data.builders import synthetic
 from aiaic_jax.evaluation import runner
 from aiaic_jax.train import logs, pipelines
@@ -109,6 +110,7 @@ def main(argv: list[str]) -> None:
     config.data.data_dir = os.path.join(workdir, "data")
     tfds.disable_progress_bar()
     logs.quiet_dependencies()
+    compile_cache.enable()
     for number, step in enumerate(STEPS, start=1):
         print(f"[demo] step {number}/{len(STEPS)}: {step.__name__}", flush=True)
         step(config, workdir)

@@ -4,7 +4,9 @@ One persistent JAX compilation cache for the whole session: the xdist workers an
 training subprocesses that tests start inherit its directory from the controlling process,
 so a program that several tests compile (the tiny model's stage steps, its evaluation) is
 compiled once. It starts empty every session (nothing carries over between runs) and is
-removed at the end. A directory set by the user (JAX_COMPILATION_CACHE_DIR) is left alone.
+removed at the end. A directory set by the user (JAX_COMPILATION_CACHE_DIR) is left alone;
+the project's own variable (AIAIC_COMPILATION_CACHE, which the mains read) is dropped, so that the
+mains tests start use the session's cache, never the user's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ _OWN_CACHE = "AIAIC_TEST_OWN_JAX_CACHE"
 
 
 def pytest_configure(config) -> None:
+    os.environ.pop("AIAIC_COMPILATION_CACHE", None)
     if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return  # a worker inherits the controller's directory
     directory = tempfile.mkdtemp(prefix="aiaic_test_jax_cache_")
