@@ -60,5 +60,8 @@ def get_config(backbone: str = "ddcolor_tiny") -> ml_collections.ConfigDict:
     # Compile the train step for compile speed (XLA backend optimisation off): about half the
     # compile time and up to twice the step time on CPU; for tests and short CPU runs.
     config.train.fast_compile = False
+    # Global batches made ahead of the train step by a background thread (host read, decode and
+    # transfer overlap the step); 0: made on demand in the loop, no thread (for debugging).
+    config.train.prefetch = 2
     config.train.inject_nan_at_step = 0  # > 0: that step's loss is NaN (tests the guard)
     return config

@@ -12,8 +12,9 @@ Every batch is a dict of numpy arrays, the per-process share of a global batch:
 
 Colour conversion and spectrograms happen later, inside the jitted step. `train_iterator`
 returns a grain `DatasetIterator` whose state (`get_state`/`set_state`) the training loop saves
-in its orbax CheckpointManager with `grain.checkpoint.CheckpointSave(iterator)` and restores
-with `grain.checkpoint.CheckpointRestore(iterator)`.
+in its orbax CheckpointManager (through `train.prefetch.DevicePrefetch`, which gives the state
+after the last batch the step consumed) and restores with
+`grain.checkpoint.CheckpointRestore(iterator)`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grain
 import jax
@@ -75,6 +75,32 @@ class Topology:
         return f"{self.process_count} processes{devices}"
 
 
+class HasState(Protocol):
+    """A data iterator whose position a checkpoint saves."""
+
+    def get_state(self) -> dict[str, Any]: ...
+
+
+class _SavedState(grain.DatasetIterator):
+    """A data iterator's state, taken when a checkpoint is written, in the form grain's orbax
+    handler saves: it writes a `DatasetIterator`'s `get_state()` as JSON (and expects the bytes
+    of an older iterator kind from anything else), so the files stay grain's
+    `process_<i>-of-<n>.json` whichever object the state came from."""
+
+    def __init__(self, state: dict[str, Any]):
+        super().__init__()
+        self._state = state
+
+    def __next__(self) -> Any:
+        raise TypeError("a saved data iterator state yields no elements")
+
+    def get_state(self) -> dict[str, Any]:
+        return self._state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        raise TypeError("a saved data iterator state cannot be restored into")
+
+
 class StageCheckpoints:
     """Periodic checkpoints of one stage: train state + data iterator, the last `keep` kept.
 
@@ -103,15 +129,18 @@ class StageCheckpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(
-        self, step: int, state: Any, data_iterator: grain.DatasetIterator, batch_size: int
-    ) -> None:
+    def save(self, step: int, state: Any, data_iterator: HasState, batch_size: int) -> None:
+        """Writes the train state, the data iterator's state and the topology as `step`.
+
+        data_iterator: a grain `DatasetIterator`, or anything with its `get_state()` (the
+        training loop's `prefetch.DevicePrefetch`, whose state is that of the last consumed
+        batch, not of the batches it made ahead)."""
         topology = dataclasses.asdict(Topology.current(batch_size))
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
+                data=grain.checkpoint.CheckpointSave(_SavedState(data_iterator.get_state())),
                 topology=ocp.args.JsonSave(topology),
             ),
             force=True,

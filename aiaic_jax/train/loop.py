@@ -32,7 +32,7 @@ from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restor
 from aiaic_jax.data import pipeline
 from aiaic_jax.models import aiaic
 from aiaic_jax.models.aiaic import AIAIC, build_model
-from aiaic_jax.train import checkpoint, logs, parallel, stages
+from aiaic_jax.train import checkpoint, logs, parallel, prefetch, stages
 from aiaic_jax.train.state import NO_BAD_STEP, Step, TrainState
 from aiaic_jax.train.steps import make_step
 
@@ -183,7 +183,7 @@ def _train(
     stage: stages.Stage,
     stage_step: Step,
     state: TrainState,
-    iterator,
+    iterator: prefetch.HostIterator,
     rng: jax.Array,
     constants: Any,
     checkpoints: checkpoint.StageCheckpoints,
@@ -191,7 +191,32 @@ def _train(
     mesh: Mesh,
     start: int,
 ) -> tuple[TrainState, dict[str, float]]:
-    batch = parallel.to_global(next(iterator), mesh)
+    # Global batches are made `config.train.prefetch` ahead by a background thread; its
+    # `get_state()` is the iterator's state after the last batch consumed here, which is what
+    # the checkpoints save.
+    batches = prefetch.DevicePrefetch(iterator, mesh, int(config.train.prefetch))
+    try:
+        return _train_steps(
+            config, stage, stage_step, state, batches, rng, constants, checkpoints, log, mesh, start
+        )
+    finally:
+        batches.close()
+
+
+def _train_steps(
+    config: ml_collections.ConfigDict,
+    stage: stages.Stage,
+    stage_step: Step,
+    state: TrainState,
+    batches: prefetch.DevicePrefetch,
+    rng: jax.Array,
+    constants: Any,
+    checkpoints: checkpoint.StageCheckpoints,
+    log: logs.StageLog,
+    mesh: Mesh,
+    start: int,
+) -> tuple[TrainState, dict[str, float]]:
+    batch = next(batches)
     started = time.perf_counter()
     compiled = compile_train_step(
         stage_step, mesh, state, batch, rng, constants, fast=bool(config.train.fast_compile)
@@ -210,7 +235,7 @@ def _train(
     try:
         for step in range(start + 1, stage.num_steps + 1):
             if step > start + 1:
-                batch = parallel.to_global(next(iterator), mesh)
+                batch = next(batches)
             state, step_metrics = compiled(state, batch, rng, constants)
             window = step_metrics if window is None else _add_metrics(window, step_metrics)
             window_steps += 1
@@ -236,7 +261,7 @@ def _train(
                 timer_start, timer_step = time.perf_counter(), step
             if (checkpoint_every > 0 and step % checkpoint_every == 0) or last:
                 _raise_if_bad(state, stage.name, checkpoints)
-                checkpoints.save(step, state, iterator, stage.batch_size)
+                checkpoints.save(step, state, batches, stage.batch_size)
                 timer_start, timer_step = time.perf_counter(), step
     finally:
         bar.close()
