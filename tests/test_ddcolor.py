@@ -4,7 +4,6 @@ against PyTorch and skimage references.
 DDColor-T/L are only traced (`jax.eval_shape`); forward passes run on `ddcolor_demo` at 64x64.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,12 +17,10 @@ except ImportError:
 from aiaic_jax.models.backbones import BACKBONE_NAMES, get_backbone
 from aiaic_jax.models.backbones.ddcolor.decoder import (
     PixelShuffleUpsample,
-    dot_product_attention,
     sine_position_encoding,
 )
 from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
-    depthwise_conv,
     icnr,
     pixel_shuffle,
     to_subpixel_major,
@@ -233,46 +230,6 @@ def test_spectral_norm_conv_output_order_permutes_only_the_output():
         layer.apply(variables, x, train=False)[..., order],
         rtol=1e-6,
     )
-
-
-def test_depthwise_conv_and_its_gradients_match_grouped_convolution():
-    x = jax.random.normal(jax.random.key(0), (2, 9, 11, 6))
-    kernel = jax.random.normal(jax.random.key(1), (7, 7, 6))
-
-    def grouped(x, kernel):
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel[:, :, None, :],
-            (1, 1),
-            ((3, 3), (3, 3)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=6,
-        )
-
-    np.testing.assert_allclose(depthwise_conv(x, kernel), grouped(x, kernel), atol=1e-4)
-
-    def loss(conv):
-        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-
-    ours = jax.grad(loss(depthwise_conv), argnums=(0, 1))(x, kernel)
-    reference = jax.grad(loss(grouped), argnums=(0, 1))(x, kernel)
-    for got, expected in zip(ours, reference):
-        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-4)
-
-
-def test_attention_and_its_gradient_match_flax_dot_product_attention():
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
-    np.testing.assert_allclose(
-        dot_product_attention(q, k, v), nn.dot_product_attention(q, k, v), atol=1e-5
-    )
-
-    def loss(attention):
-        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))
-
-    ours = jax.grad(loss(dot_product_attention), argnums=(0, 1, 2))(q, k, v)
-    reference = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
-    for got, expected in zip(ours, reference):
-        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_icnr_upsampling_starts_as_nearest_neighbour():

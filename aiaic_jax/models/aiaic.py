@@ -33,6 +33,7 @@ from aiaic_jax.color import gray_rgb_from_l
 from aiaic_jax.models.audio_encoder import A2V, AudioResNet18
 from aiaic_jax.models.backbones import get_backbone
 from aiaic_jax.models.guidance import Guidance, GuidanceMLP, SemanticEncoder
+from aiaic_jax.models.precision import compute_dtype, run_in
 from aiaic_jax.models.relevance import RelevanceNet
 from aiaic_jax.models.vgg import pretrained_vgg16_params
 from aiaic_jax.trees import merge_variables
@@ -61,6 +62,9 @@ class AIAIC(nn.Module):
     relevance_hidden: int = 256
     relevance_audio_width: int = 64
     relevance_initial_scale: float = 5.0
+    # "bfloat16": every method computes in bfloat16 on float32 parameters and returns float32
+    # (aiaic_jax/models/precision.py); "float32": everything in float32.
+    compute_dtype: str = "float32"
 
     def setup(self) -> None:
         self.semantic = SemanticEncoder(
@@ -80,6 +84,12 @@ class AIAIC(nn.Module):
             initial_scale=self.relevance_initial_scale,
             name="relevance",
         )
+
+    def _run(self, method, *args, cast_kwargs=None, **kwargs):
+        """`method(self, ...)` in the compute dtype: `args` and `cast_kwargs` (the image and
+        audio inputs) cast to it, the rest (ground truth, flags, r) as given."""
+        dtype = compute_dtype(self.compute_dtype)
+        return run_in(dtype, self, method, args, cast_kwargs or {}, kwargs)
 
     def __call__(
         self,
@@ -111,6 +121,33 @@ class AIAIC(nn.Module):
           logits), "relevance" r [B] (guided modes), "visual_semantics" f_v^s [B, d],
           "audio_semantics" f_a^s [B, d], "relevance_logit" [B] (when RNet ran).
         """
+        return self._run(
+            AIAIC._colorize,
+            gray_l,
+            cast_kwargs={"color_rgb": color_rgb, "spectrogram": spectrogram},
+            mode=mode,
+            gt_masked=gt_masked,
+            has_audio=has_audio,
+            force_relevance=force_relevance,
+            train=train,
+            audio_train=audio_train,
+            target_ab=target_ab,
+        )
+
+    def _colorize(
+        self,
+        gray_l: jax.Array,
+        *,
+        mode: str,
+        color_rgb: jax.Array | None,
+        gt_masked: jax.Array | None,
+        spectrogram: jax.Array | None,
+        has_audio: jax.Array | None,
+        force_relevance: float | jax.Array | None,
+        train: bool,
+        audio_train: bool | None,
+        target_ab: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; choose one of {MODES}")
         batch = gray_l.shape[0]
@@ -122,23 +159,23 @@ class AIAIC(nn.Module):
         if mode == "visual":
             if color_rgb is None:
                 raise ValueError('mode="visual" needs color_rgb, the ground-truth colour image')
-            semantics = self.visual_semantics(color_rgb)
+            semantics = self._visual_semantics(color_rgb)
             aux["visual_semantics"] = semantics
-            relevance = jnp.ones((batch,), jnp.float32)
+            relevance = jnp.ones((batch,), gray_l.dtype)
             if gt_masked is not None:
-                relevance = 1.0 - jnp.asarray(gt_masked, jnp.float32)
+                relevance = 1.0 - jnp.asarray(gt_masked, gray_l.dtype)
         else:
             if spectrogram is None:
                 raise ValueError('mode="audio" needs spectrogram [B, F, T]')
-            semantics = self.audio_semantics(
+            semantics = self._audio_semantics(
                 spectrogram, train=train if audio_train is None else audio_train
             )
             aux["audio_semantics"] = semantics
             if force_relevance is None:
-                relevance, logit = self.relevance(gray_l, spectrogram)
+                relevance, logit = self._relevance(gray_l, spectrogram)
                 aux["relevance_logit"] = logit
             else:
-                relevance = jnp.broadcast_to(jnp.asarray(force_relevance, jnp.float32), (batch,))
+                relevance = jnp.broadcast_to(jnp.asarray(force_relevance, gray_l.dtype), (batch,))
             if has_audio is not None:
                 relevance = jnp.where(jnp.asarray(has_audio, bool), relevance, 0.0)
         aux["relevance"] = relevance
@@ -150,10 +187,16 @@ class AIAIC(nn.Module):
 
     def visual_semantics(self, color_rgb: jax.Array) -> jax.Array:
         """f_v^s = E_s(Y_rgb) / ||.|| (Eq. 3). color_rgb: [B, H, W, 3] sRGB in [0, 1]."""
+        return self._run(AIAIC._visual_semantics, color_rgb)
+
+    def _visual_semantics(self, color_rgb: jax.Array) -> jax.Array:
         return self.semantic(color_rgb)
 
     def audio_semantics(self, spectrogram: jax.Array, *, train: bool = False) -> jax.Array:
         """f_a^s = A2V(E_a(A)) (Eq. 6). spectrogram: [B, F, T]; train: E_a's BN mode."""
+        return self._run(AIAIC._audio_semantics, spectrogram, train=train)
+
+    def _audio_semantics(self, spectrogram: jax.Array, *, train: bool) -> jax.Array:
         return self.a2v(self.audio(spectrogram, train=train))
 
     def relevance(
@@ -163,6 +206,11 @@ class AIAIC(nn.Module):
 
         train: BN mode of RNet's audio encoder, only for a config that trains it.
         """
+        return self._run(AIAIC._relevance, gray_l, spectrogram, train=train)
+
+    def _relevance(
+        self, gray_l: jax.Array, spectrogram: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
         return self.relevance_net(gray_rgb_from_l(gray_l), spectrogram, train=train)
 
     def relevance_pairs(
@@ -175,6 +223,9 @@ class AIAIC(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """RNet's training pairs (Eq. 11): (logits [B] of each image with its own audio,
         logits [B] of image i with clip partner[i]'s audio). Each encoder runs once per input."""
+        return self._run(AIAIC._relevance_pairs, gray_l, spectrogram, partner=partner, train=train)
+
+    def _relevance_pairs(self, gray_l, spectrogram, *, partner, train):
         return self.relevance_net.pair_logits(
             gray_rgb_from_l(gray_l), spectrogram, partner, train=train
         )
@@ -206,6 +257,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.relevance_hidden = 256
     config.relevance_audio_width = 64  # RNet's audio encoder (VGGSound-pretrained: 64)
     config.relevance_initial_scale = 5.0  # initial slope of RNet's FC on the cosine
+    # "bfloat16": compute in bfloat16 on float32 parameters, optimiser state, normalisation
+    # statistics and losses (aiaic_jax/models/precision.py); for accelerators.
+    config.compute_dtype = "float32"
     return config
 
 

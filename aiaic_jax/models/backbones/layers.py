@@ -4,11 +4,21 @@ PyTorch initialisers, DETR's sine positions (DDColor's colour decoder, DisColor'
 The backbones are ported from PyTorch code, and converted checkpoints must behave exactly as the
 originals do; these layers reproduce PyTorch's conventions where Flax's differ (spectral norm
 in eval mode, pixel-shuffle channel order, default initialisers).
+
+Kernels per platform. XLA:CPU runs some operations, above all their gradients, far slower than
+the same arithmetic written another way; GPUs and TPUs have fast native paths for them (cuDNN's
+grouped convolutions and attention). Each such operation has a CPU rewrite with a hand-written
+gradient here (`depthwise_conv`, `conv_stride1`, and DDColor's attention in `ddcolor/decoder.py`)
+and a native form; `use_rewrites(kernels)` is the one place that chooses: a module's `kernels`
+field is "auto" (the rewrites on CPU, the native forms elsewhere), "rewrite" or "native", set in a
+config through `model.backbone_overrides.kernels`. tests/test_kernels.py checks every rewrite
+against its native form, values and gradients.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -16,6 +26,21 @@ import jax.numpy as jnp
 import numpy as np
 
 Initializer = Callable[..., jax.Array]
+
+KERNELS = ("auto", "rewrite", "native")
+
+
+def use_rewrites(kernels: str) -> bool:
+    """Whether a module with this `kernels` setting computes with the CPU rewrites.
+
+    "auto": on the CPU backend only (the platform of the default device, when tracing).
+    """
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r}; one of {KERNELS}")
+    if kernels == "auto":
+        return jax.default_backend() == "cpu"
+    return kernels == "rewrite"
+
 
 # PyTorch's `kaiming_normal_` default: fan_in, ReLU gain, untruncated normal.
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -137,13 +162,82 @@ def _depthwise_conv_bwd(residuals, grad):
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
+def depthwise_conv_native(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`depthwise_conv` as XLA's grouped convolution (one group per channel)."""
+    size = kernel.shape[0]
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel[:, :, None, :],  # HWIO with I = 1
+        window_strides=(1, 1),
+        padding=[(size // 2, size // 2)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1],
+    )
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides: int = 1, padding: int = 0) -> jax.Array:
+    """A 2-D convolution, NHWC x HWIO, zero padding `padding` on every side (XLA's native)."""
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(strides, strides),
+        padding=[(padding, padding)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_stride1(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """`conv(x, kernel, 1, padding)` with a hand-written kernel gradient.
+
+    XLA:CPU computes the kernel gradient of a k x k convolution as one convolution over the
+    batch and pixels, 3 to 6 times slower than the k*k matrix products it is made of (DDColor-T's
+    3x3 decoder convs at 256 px: bench/kernels.py); the input gradient is XLA's own.
+    """
+    return conv(x, kernel, 1, padding)
+
+
+def _conv_stride1_fwd(x, kernel, padding):
+    return conv(x, kernel, 1, padding), (x, kernel)
+
+
+def _conv_stride1_bwd(padding, residuals, grad):
+    x, kernel = residuals
+    size = kernel.shape[0]
+    # d/dx: the output gradient convolved with the kernel flipped in space, in/out swapped.
+    grad_x = conv(grad, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, size - 1 - padding)
+    # d/dkernel[i, j] = (x shifted by (i, j))^T grad over batch and pixels: one matrix product
+    # per window offset.
+    _, out_height, out_width, _ = grad.shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    rows = [
+        jnp.stack(
+            [
+                jnp.einsum(
+                    "bhwc,bhwo->co",
+                    padded[:, i : i + out_height, j : j + out_width],
+                    grad,
+                )
+                for j in range(kernel.shape[1])
+            ]
+        )
+        for i in range(size)
+    ]
+    return grad_x, jnp.stack(rows).astype(kernel.dtype)
+
+
+conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+
+
 class DepthwiseConv(nn.Module):
     """nn.Conv(C, (k, k), padding='SAME', feature_group_count=C) on [B, H, W, C], computed by
-    `depthwise_conv`; same parameters (kernel [k, k, 1, C], bias [C])."""
+    `depthwise_conv` (CPU) or XLA's grouped convolution (`kernels`, see `use_rewrites`); same
+    parameters (kernel [k, k, 1, C], bias [C])."""
 
     kernel_size: int = 7
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -152,7 +246,8 @@ class DepthwiseConv(nn.Module):
             "kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, channels)
         )
         bias = self.param("bias", self.bias_init, (channels,))
-        return depthwise_conv(x, kernel[:, :, 0, :]) + bias
+        apply = depthwise_conv if use_rewrites(self.kernels) else depthwise_conv_native
+        return apply(x, kernel[:, :, 0, :]) + bias
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
@@ -183,6 +278,7 @@ class SpectralNormConv(nn.Module):
     kernel_init: Initializer = kaiming_normal
     bias_init: Initializer = nn.initializers.zeros
     eps: float = 1e-12
+    kernels: str = "auto"  # stride-1 k x k convs: `conv_stride1` on CPU (`use_rewrites`)
 
     def normalized(self, in_features: int, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
         """The kernel [k, k, in_features, features] divided by sigma, and the bias (or None)."""
@@ -217,7 +313,8 @@ class SpectralNormConv(nn.Module):
             u_vec = _l2_normalize(v_vec @ matrix, self.eps)
             u_vec, v_vec = jax.lax.stop_gradient(u_vec), jax.lax.stop_gradient(v_vec)
             u.value, v.value = u_vec, v_vec
-        sigma = jnp.dot(v_vec @ matrix, u_vec)
+        # In the kernel's dtype: a float32 sigma would promote a bfloat16 convolution.
+        sigma = jnp.dot(v_vec @ matrix, u_vec).astype(kernel.dtype)
         bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
         return kernel, sigma, bias
 
@@ -243,16 +340,13 @@ class SpectralNormConv(nn.Module):
         if not scale_output:
             kernel = kernel / sigma
         if self.kernel_size == 1 and self.strides == 1 and self.padding == 0:
-            # A matrix product: XLA:CPU computes the gradients of 1x1 convolutions far slower.
+            # A matrix product (the same arithmetic on every platform; XLA:CPU computes the
+            # gradients of 1x1 convolutions far slower).
             y = x @ kernel[0, 0]
+        elif self.strides == 1 and use_rewrites(self.kernels):
+            y = conv_stride1(x, kernel, self.padding)
         else:
-            y = jax.lax.conv_general_dilated(
-                x,
-                kernel,
-                window_strides=(self.strides, self.strides),
-                padding=[(self.padding, self.padding)] * 2,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
+            y = conv(x, kernel, self.strides, self.padding)
         if scale_output:
             y = y / sigma
         return y if bias is None else y + bias

@@ -39,12 +39,13 @@ class ConvNeXtBlock(nn.Module):
 
     dim: int
     layer_scale_init: float = 1e-6
+    kernels: str = "auto"  # see layers.use_rewrites
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [B, H, W, dim] -> [B, H, W, dim]."""
         residual = x
-        x = DepthwiseConv(7, kernel_init=_kernel_init, name="dwconv")(x)
+        x = DepthwiseConv(7, kernel_init=_kernel_init, kernels=self.kernels, name="dwconv")(x)
         x = _layer_norm("norm")(x)
         x = nn.Dense(4 * self.dim, kernel_init=_kernel_init, name="pwconv1")(x)
         x = nn.gelu(x, approximate=False)  # PyTorch's nn.GELU is the exact erf form
@@ -62,6 +63,8 @@ class ConvNeXt(nn.Module):
 
     depths: Sequence[int] = (3, 3, 9, 3)
     dims: Sequence[int] = (96, 192, 384, 768)
+    kernels: str = "auto"
+    remat: bool = False  # recompute each block in the backward pass (memory for time)
 
     @nn.compact
     def __call__(self, image: jax.Array) -> tuple[list[jax.Array], jax.Array]:
@@ -91,8 +94,9 @@ class ConvNeXt(nn.Module):
                     kernel_init=_kernel_init,
                     name=f"downsample{stage}_conv",
                 )(x)
+            block_class = nn.remat(ConvNeXtBlock) if self.remat else ConvNeXtBlock
             for block in range(depth):
-                x = ConvNeXtBlock(dim, name=f"stage{stage}_block{block}")(x)
+                x = block_class(dim, kernels=self.kernels, name=f"stage{stage}_block{block}")(x)
             # The stage output feeds the next stage un-normalised; only the copy handed to the
             # decoder goes through norm{stage}.
             features.append(_layer_norm(f"norm{stage}")(x))

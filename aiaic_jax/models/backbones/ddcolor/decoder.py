@@ -10,13 +10,13 @@ colour map.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
@@ -26,6 +26,7 @@ from aiaic_jax.models.backbones.layers import (
     to_subpixel_major,
     torch_default_bias,
     torch_default_kernel,
+    use_rewrites,
 )
 
 # A function applied to a feature map at the guidance insertion point ([B, h, w, C] -> same).
@@ -118,10 +119,11 @@ class UnetBlock(nn.Module):
 
     features: int
     blur: bool = True
+    kernels: str = "auto"  # see layers.use_rewrites
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, skip: jax.Array, *, train: bool, hook: FeatureHook | None = None
+        self, x: jax.Array, skip: jax.Array, train: bool, hook: FeatureHook | None = None
     ) -> jax.Array:
         """x: [B, h, w, Cin]; skip: [B, 2h, 2w, Cskip] -> [B, 2h, 2w, features]."""
         up = PixelShuffleUpsample(self.features, 2, blur=self.blur, name="upsample")(
@@ -129,9 +131,14 @@ class UnetBlock(nn.Module):
         )
         skip = _batch_norm(train, "skip_bn", bias=1e-3)(skip)
         x = nn.relu(jnp.concatenate([up, skip], axis=-1))
-        x = SpectralNormConv(self.features, kernel_size=3, padding=1, use_bias=False, name="conv")(
-            x, train=train
-        )
+        x = SpectralNormConv(
+            self.features,
+            kernel_size=3,
+            padding=1,
+            use_bias=False,
+            kernels=self.kernels,
+            name="conv",
+        )(x, train=train)
         return _batch_norm(train, "conv_bn")(nn.relu(x))
 
 
@@ -143,6 +150,8 @@ class PixelDecoder(nn.Module):
 
     widths: Sequence[int] = (512, 512, 256)
     blur: bool = True
+    kernels: str = "auto"
+    remat: bool = False  # recompute each U-Net block in the backward pass
 
     @nn.compact
     def __call__(
@@ -164,8 +173,12 @@ class PixelDecoder(nn.Module):
         skips = encoder_features[-2::-1]  # 1/16, 1/8, 1/4
         multi_scale = []
         for index, (width, skip) in enumerate(zip(self.widths, skips)):
-            x = UnetBlock(width, blur=self.blur, name=f"block{index}")(
-                x, skip, train=train, hook=hook if index == 0 else None
+            # The guided block calls DSG, a module of the parent: it is never recomputed.
+            block_hook = hook if index == 0 else None
+            remat = self.remat and block_hook is None
+            block = _remat(UnetBlock, static_argnums=(3,)) if remat else UnetBlock
+            x = block(width, blur=self.blur, kernels=self.kernels, name=f"block{index}")(
+                x, skip, train, block_hook
             )
             multi_scale.append(x)
         full_size = PixelShuffleUpsample(
@@ -178,15 +191,16 @@ class PixelDecoder(nn.Module):
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(d)) v per head; query [B, Q, H, d], key/value [B, K, H, d].
 
-    Same function as `flax.linen.dot_product_attention` (no mask, no dropout). The gradient is
-    written out (as in FlashAttention) so that the softmax backward needs a reduction over d,
-    not over the keys: XLA:CPU is slow at the latter for the 4096 keys of the 1/4 scale.
+    The CPU rewrite of `jax.nn.dot_product_attention` (no mask, no dropout; see
+    `layers.use_rewrites`). The gradient is written out (as in FlashAttention) so that the
+    softmax backward needs a reduction over d, not over the keys: XLA:CPU is slow at the latter
+    for the 4096 keys of the 1/4 scale.
     """
     return _attention_forward(query, key, value)[0]
 
 
 def _attention_forward(query, key, value):
-    scale = 1.0 / np.sqrt(query.shape[-1])
+    scale = 1.0 / math.sqrt(query.shape[-1])  # a Python float keeps the input dtype
     weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", query * scale, key), axis=-1)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     return out, (query, key, value, weights, out)
@@ -194,7 +208,7 @@ def _attention_forward(query, key, value):
 
 def _attention_backward(residuals, grad_out):
     query, key, value, weights, out = residuals
-    scale = 1.0 / np.sqrt(query.shape[-1])
+    scale = 1.0 / math.sqrt(query.shape[-1])  # a Python float keeps the input dtype
     grad_value = jnp.einsum("bhqk,bqhd->bkhd", weights, grad_out)
     grad_weights = jnp.einsum("bqhd,bkhd->bhqk", grad_out, value)
     # sum_k grad_weights * weights = grad_out . out, a reduction over d only.
@@ -219,6 +233,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     num_heads: int
+    kernels: str = "auto"  # see layers.use_rewrites
 
     @nn.compact
     def __call__(self, query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
@@ -234,9 +249,9 @@ class MultiHeadAttention(nn.Module):
                 name=name,
             )(x)
 
-        attended = dot_product_attention(
-            project(query, "query"), project(key, "key"), project(value, "value")
-        )
+        # Native: XLA's attention, or cuDNN's fused kernel on GPU where it applies.
+        attention = dot_product_attention if use_rewrites(self.kernels) else _native_attention
+        attended = attention(project(query, "query"), project(key, "key"), project(value, "value"))
         return nn.DenseGeneral(
             dim,
             axis=(-2, -1),
@@ -244,6 +259,16 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.initializers.zeros,
             name="out",
         )(attended)
+
+
+def _native_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    return jax.nn.dot_product_attention(query, key, value)
+
+
+def _remat(module: type[nn.Module], static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
+    """The module recomputed in the backward pass instead of keeping its activations (the same
+    parameter names; argument numbers count `self`)."""
+    return nn.remat(module, static_argnums=static_argnums)
 
 
 def _layer_norm(name: str) -> nn.LayerNorm:
@@ -256,6 +281,7 @@ class ColorDecoderLayer(nn.Module):
 
     num_heads: int = 8
     ffn_dim: int = 2048
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(
@@ -263,12 +289,12 @@ class ColorDecoderLayer(nn.Module):
     ) -> jax.Array:
         """queries, query_pos: [B, Q, D]; memory, memory_pos: [B, N, D] -> [B, Q, D]."""
         dim = queries.shape[-1]
-        attended = MultiHeadAttention(self.num_heads, name="cross_attention")(
+        attended = MultiHeadAttention(self.num_heads, self.kernels, name="cross_attention")(
             queries + query_pos, memory + memory_pos, memory
         )
         queries = _layer_norm("cross_norm")(queries + attended)
         with_pos = queries + query_pos
-        attended = MultiHeadAttention(self.num_heads, name="self_attention")(
+        attended = MultiHeadAttention(self.num_heads, self.kernels, name="self_attention")(
             with_pos, with_pos, queries
         )
         queries = _layer_norm("self_norm")(queries + attended)
@@ -301,6 +327,8 @@ class MultiScaleColorDecoder(nn.Module):
     num_heads: int = 8
     ffn_dim: int = 2048
     embed_dim: int = 256  # channels of the full-size image features
+    kernels: str = "auto"
+    remat: bool = False  # recompute each layer in the backward pass
 
     @nn.compact
     def __call__(self, multi_scale: Sequence[jax.Array]) -> jax.Array:
@@ -334,10 +362,11 @@ class MultiScaleColorDecoder(nn.Module):
         )
         queries = jnp.broadcast_to(query_feat, (batch, *query_feat.shape))
         query_pos = jnp.broadcast_to(query_embed, (batch, *query_embed.shape))
+        layer = _remat(ColorDecoderLayer) if self.remat else ColorDecoderLayer
         for index in range(self.num_layers):
             scale = index % num_scales
-            queries = ColorDecoderLayer(self.num_heads, self.ffn_dim, name=f"layer{index}")(
-                queries, query_pos, memories[scale], positions[scale][None]
+            queries = layer(self.num_heads, self.ffn_dim, self.kernels, name=f"layer{index}")(
+                queries, query_pos, memories[scale], positions[scale][None].astype(queries.dtype)
             )
         queries = _layer_norm("decoder_norm")(queries)
 

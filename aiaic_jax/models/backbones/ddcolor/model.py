@@ -95,6 +95,12 @@ class DDColor(nn.Module):
     num_output_channels: int = 2
     blur: bool = True
     guidance_hidden: int = 256  # hidden width of the DSG's gamma/beta MLPs
+    # "auto" | "rewrite" | "native": the CPU rewrites of depthwise conv, 3x3 conv and attention,
+    # or XLA's native forms (layers.use_rewrites; "auto" picks by platform).
+    kernels: str = "auto"
+    # Recompute encoder blocks, U-Net blocks and colour-decoder layers in the backward pass
+    # (memory for time: DDColor-L, large batches on accelerators). The same function.
+    remat: bool = False
 
     guidance_point = (
         "pixel decoder, output of its first conv layer (block0/upsample: 1x1 spectral conv + "
@@ -134,10 +140,15 @@ class DDColor(nn.Module):
                 f"{gray_l.shape}"
             )
         image = (gray_rgb_from_l(gray_l) - IMAGENET_MEAN) / IMAGENET_STD  # [B, H, W, 3]
+        image = image.astype(gray_l.dtype)  # the compute dtype is the input's
 
-        encoder_features, _ = ConvNeXt(self.encoder_depths, self.encoder_dims, name="encoder")(
-            image
-        )
+        encoder_features, _ = ConvNeXt(
+            self.encoder_depths,
+            self.encoder_dims,
+            kernels=self.kernels,
+            remat=self.remat,
+            name="encoder",
+        )(image)
 
         hook = None
         if guidance is not None:
@@ -146,7 +157,11 @@ class DDColor(nn.Module):
             )
             hook = lambda x: dsg(x, guidance)
         multi_scale, subpixel_features = PixelDecoder(
-            self.decoder_widths, self.blur, name="pixel_decoder"
+            self.decoder_widths,
+            self.blur,
+            kernels=self.kernels,
+            remat=self.remat,
+            name="pixel_decoder",
         )(encoder_features, train=train, hook=hook)
         color_embeddings = MultiScaleColorDecoder(
             num_queries=self.num_queries,
@@ -155,6 +170,8 @@ class DDColor(nn.Module):
             num_heads=self.num_heads,
             ffn_dim=self.ffn_dim,
             embed_dim=self.decoder_widths[-1],
+            kernels=self.kernels,
+            remat=self.remat,
             name="color_decoder",
         )(multi_scale)  # [B, Q, E]
 

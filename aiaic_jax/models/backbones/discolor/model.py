@@ -186,7 +186,8 @@ class DisColor(nn.Module):
         )  # [B, H, W, width]
         feature_tokens = tokens.pool_tokens(features, affinity, CELL)  # [B, h, w, width]
         source = feature_tokens.reshape(batch, num_tokens, self.width)
-        positions = tokens.sine_positions(*grid, self.width)  # [h*w, width]
+        # [h*w, width], in the compute dtype (the input's)
+        positions = jnp.asarray(tokens.sine_positions(*grid, self.width), gray_l.dtype)
 
         def encoder(name: str) -> tokens.TokenEncoder:
             return tokens.TokenEncoder(
@@ -235,7 +236,7 @@ class DisColor(nn.Module):
             anchor_mask = tokens.anchor_mask(assignments, sizes, self.num_anchors, binary=False)
         anchor_mask = jax.lax.stop_gradient(anchor_mask)
 
-        flag = anchor_mask[..., None]  # [B, L, 1]
+        flag = anchor_mask[..., None].astype(source.dtype)  # [B, L, 1]
         hint = jax.nn.one_hot(anchor_bins, bins.NUM_BINS, dtype=source.dtype) * flag
         hint_tokens = _dense(self.width, "trg_word_emb")(
             jnp.concatenate([source, hint, flag], axis=-1)

@@ -75,6 +75,7 @@ def pool_tokens(features: jax.Array, affinity: jax.Array, cell: int) -> jax.Arra
     pixels of its 3 x 3 cell neighbourhood, each weighted by its affinity to cell (i, j),
     i.e. sum_k shift_k(cellmean(features * a_k)) / (sum_k shift_k(cellmean(a_k)) + 1e-8).
     """
+    affinity = affinity.astype(features.dtype)  # pooled in the features' dtype
     # [B, h, w, 9, C]: cell means of features * a_k, as one contraction over each cell's pixels.
     weighted = jnp.einsum(
         "bipjqc,bipjqk->bijkc",
@@ -95,6 +96,7 @@ def unpool_tokens(tokens: jax.Array, affinity: jax.Array, cell: int) -> jax.Arra
     around the pixel's cell), with zero tokens outside the grid.
     """
     batch, height, width, channels = tokens.shape
+    affinity = affinity.astype(tokens.dtype)
     neighbours = jnp.stack([_shift(tokens, dy, dx) for dy, dx in NEIGHBOURS], axis=3)
     pixels = jnp.einsum(
         "bijkc,bipjqk->bipjqc",

@@ -1,0 +1,111 @@
+"""The CPU rewrites against their native forms (`layers.use_rewrites`): forward and
+forward + backward time of each at DDColor-T's shapes (256 px).
+
+    PYTHONPATH=. python bench/kernels.py [--batch 4] [--repeats 5]
+
+Per operation and shape: the best of --repeats runs of the jitted forward, and of the jitted
+gradient of a fixed linear read-out (forward + VJP with respect to every input), for the rewrite
+and the native form, and their ratio. This is what `kernels="auto"` bets on: the rewrites win on
+the CPU; a GPU or TPU takes the native forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aiaic_jax.models.backbones.ddcolor.decoder import _native_attention, dot_product_attention
+from aiaic_jax.models.backbones.layers import (
+    conv,
+    conv_stride1,
+    depthwise_conv,
+    depthwise_conv_native,
+)
+
+
+def _cases(batch: int):
+    """(operation, shape label, rewrite, native, input shapes) at DDColor-T 256 px."""
+    cases = []
+    for size, channels in ((64, 96), (16, 384)):  # ConvNeXt stages 0 and 2
+        cases.append(
+            (
+                "depthwise 7x7",
+                f"{size}x{size}x{channels}",
+                depthwise_conv,
+                depthwise_conv_native,
+                [(batch, size, size, channels), (7, 7, channels)],
+            )
+        )
+    for size, c_in, c_out in ((64, 352, 256), (32, 704, 512), (16, 896, 512)):  # U-Net blocks
+        cases.append(
+            (
+                "conv 3x3",
+                f"{size}x{size}x{c_in}->{c_out}",
+                lambda x, k: conv_stride1(x, k, 1),
+                lambda x, k: conv(x, k, 1, 1),
+                [(batch, size, size, c_in), (3, 3, c_in, c_out)],
+            )
+        )
+    for keys in (4096, 1024, 256):  # the colour decoder's cross-attention, per scale
+        cases.append(
+            (
+                "attention",
+                f"100 queries x {keys} keys",
+                dot_product_attention,
+                _native_attention,
+                [(batch, 100, 8, 32), (batch, keys, 8, 32), (batch, keys, 8, 32)],
+            )
+        )
+    return cases
+
+
+def _best(function, args, repeats: int) -> float:
+    jax.block_until_ready(function(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs")
+    print(
+        f"{'operation':14s} {'shape':26s} {'fwd rewrite':>11s} {'fwd native':>10s} {'ratio':>6s} "
+        f"{'f+b rewrite':>11s} {'f+b native':>10s} {'ratio':>6s} load"
+    )
+    rng = np.random.default_rng(0)
+    for name, label, rewrite, native, shapes in _cases(args.batch):
+        inputs = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+        readout = jnp.asarray(rng.standard_normal(jax.eval_shape(native, *inputs).shape))
+        argnums = tuple(range(len(inputs)))
+        timings = []
+        for function in (rewrite, native):
+            forward = jax.jit(function)
+            gradient = jax.jit(
+                jax.grad(lambda *a, f=function, r=readout: jnp.sum(f(*a) * r), argnums)
+            )
+            timings.append(
+                (_best(forward, inputs, args.repeats), _best(gradient, inputs, args.repeats))
+            )
+        (fwd_r, both_r), (fwd_n, both_n) = timings
+        print(
+            f"{name:14s} {label:26s} {fwd_r * 1e3:9.1f}ms {fwd_n * 1e3:8.1f}ms "
+            f"{fwd_n / fwd_r:6.2f} {both_r * 1e3:9.1f}ms {both_n * 1e3:8.1f}ms "
+            f"{both_n / both_r:6.2f} {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

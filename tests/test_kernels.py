@@ -1,0 +1,103 @@
+"""Kernels per platform (`layers.use_rewrites`): every CPU rewrite against its native form, in
+values and gradients (fp32 tolerances), and DDColor whole with either, so that a fast path can
+never drift from the function it replaces. Also the rematerialisation option: same gradients.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aiaic_jax.models.backbones import get_backbone
+from aiaic_jax.models.backbones.ddcolor.decoder import _native_attention, dot_product_attention
+from aiaic_jax.models.backbones.layers import (
+    conv,
+    conv_stride1,
+    depthwise_conv,
+    depthwise_conv_native,
+    use_rewrites,
+)
+
+# Compile time matters here, not run time (as in the training loop's initialisers).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _key(n: int) -> jax.Array:
+    return jax.random.key(n, impl="unsafe_rbg")
+
+
+def _assert_same_function_and_vjp(rewrite, native, *args, atol, rtol=1e-5):
+    """Values and the VJP of a non-linear read-out (so that every cotangent entry differs)."""
+    np.testing.assert_allclose(rewrite(*args), native(*args), atol=atol, rtol=rtol)
+
+    def loss(function):
+        return lambda *a: jnp.sum(jnp.sin(function(*a)))
+
+    argnums = tuple(range(len(args)))
+    got = jax.jit(jax.grad(loss(rewrite), argnums))(*args)
+    expected = jax.jit(jax.grad(loss(native), argnums))(*args)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=atol, rtol=rtol)
+
+
+def test_auto_uses_the_rewrites_on_cpu_only_and_names_are_checked():
+    assert use_rewrites("auto") == (jax.default_backend() == "cpu")
+    assert use_rewrites("rewrite") and not use_rewrites("native")
+    with pytest.raises(ValueError, match="kernels='fast'"):
+        use_rewrites("fast")
+
+
+def test_depthwise_conv_matches_grouped_convolution():
+    x = jax.random.normal(_key(0), (2, 9, 11, 6))
+    kernel = jax.random.normal(_key(1), (7, 7, 6))
+    _assert_same_function_and_vjp(depthwise_conv, depthwise_conv_native, x, kernel, atol=2e-4)
+
+
+@pytest.mark.parametrize("size,padding", [(3, 1), (3, 0), (5, 2)])
+def test_stride1_conv_matches_xla_convolution(size, padding):
+    x = jax.random.normal(_key(2), (2, 8, 7, 5))
+    kernel = 0.3 * jax.random.normal(_key(3), (size, size, 5, 4))
+    _assert_same_function_and_vjp(
+        lambda x, k: conv_stride1(x, k, padding),
+        lambda x, k: conv(x, k, 1, padding),
+        x,
+        kernel,
+        atol=1e-4,
+    )
+
+
+def test_attention_matches_jax_dot_product_attention():
+    q, k, v = (jax.random.normal(_key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
+    _assert_same_function_and_vjp(dot_product_attention, _native_attention, q, k, v, atol=2e-5)
+
+
+def test_ddcolor_is_the_same_function_with_rewrites_native_kernels_and_remat():
+    gray_l = jax.random.uniform(_key(4), (2, 32, 32, 1), minval=0.0, maxval=100.0)
+    target = jax.random.uniform(_key(5), (2, 32, 32, 2), minval=-40.0, maxval=40.0)
+    reference = get_backbone("ddcolor_demo", kernels="rewrite")
+    variables = jax.jit(reference.init)(_key(6), gray_l)
+
+    def grads(model):
+        def loss(params):
+            (ab, _), _ = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                gray_l,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.mean(jnp.abs(ab - target))
+
+        params = variables["params"]
+        step = jax.jit(jax.value_and_grad(loss)).lower(params)
+        return step.compile(compiler_options=FAST_COMPILE)(params)
+
+    loss, expected = grads(reference)
+    for overrides in ({"kernels": "native"}, {"kernels": "rewrite", "remat": True}):
+        other_loss, got = grads(get_backbone("ddcolor_demo", **overrides))
+        np.testing.assert_allclose(other_loss, loss, rtol=1e-5)
+        for path, g in jax.tree_util.tree_leaves_with_path(got):
+            e = expected
+            for key in path:
+                e = e[key.key]
+            scale = max(float(jnp.max(jnp.abs(e))), 1e-6)  # zero in theory: key biases
+            assert float(jnp.max(jnp.abs(g - e))) <= 1e-3 * scale, (overrides, path)
