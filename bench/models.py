@@ -151,6 +151,7 @@ def _flax_setup(
 
     from aiaic_jax.models.backbones import get_backbone
     from aiaic_jax.models.precision import cast_floating
+    from aiaic_jax.train.loop import release_free_host_memory, step_compiler_options
 
     model = get_backbone(name, **(overrides or {}))
     # Mixed precision as jmp does it: the parameters (and AdamW's state) stay float32, the step
@@ -209,7 +210,9 @@ def _flax_setup(
         args = [state, gray_l, target_ab]
 
     start = time.perf_counter()
-    compiled = step.lower(*args).compile()
+    # The training step is compiled as the training loop compiles it; the forward as jax.jit.
+    options = step_compiler_options() if mode == "train" else None
+    compiled = step.lower(*args).compile(compiler_options=options)
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -241,6 +244,7 @@ def _flax_setup(
         stats = jax.devices()[0].memory_stats()  # None on the CPU
         return stats.get("peak_bytes_in_use") if stats else None
 
+    release_free_host_memory()  # as the training loop does once it has compiled
     return run, facts, peak_bytes
 
 

@@ -15,6 +15,7 @@ from aiaic_jax.models.backbones.layers import (
     conv_stride1,
     depthwise_conv,
     depthwise_conv_native,
+    relu,
     use_rewrites,
 )
 
@@ -64,6 +65,11 @@ def test_stride1_conv_matches_xla_convolution(size, padding):
         kernel,
         atol=1e-4,
     )
+
+
+def test_relu_keeping_its_output_is_relu_with_relu_gradient():
+    x = jax.random.normal(_key(7), (3, 5, 8)).at[0, 0, :4].set(0.0)  # the kink too
+    _assert_same_function_and_vjp(relu, jax.nn.relu, x, atol=0)
 
 
 def test_attention_matches_jax_dot_product_attention():

@@ -15,6 +15,7 @@ where a non-finite step is noticed (`TrainState.first_bad_step`): training stops
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import time
 from functools import partial
@@ -39,6 +40,34 @@ from aiaic_jax.train.steps import make_step
 # XLA options for compiling one-off initialisers: their run time does not matter, their compile
 # time does (the demo model's init: 48 s with the defaults, 11 s with these, on a 2-core CPU).
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# XLA:CPU options for the train step: LLVM may use 512-bit vectors in XLA's own loops (the
+# elementwise fusions and reductions around the matrix products; the optimiser update), where
+# the CPU has AVX-512, and ignores the preference where it does not. DDColor-T's train step on a
+# 2-core AVX-512 CPU: 4-7% faster (bench/compile_options.py).
+_CPU_STEP_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
+
+def step_compiler_options(fast: bool = False) -> dict[str, Any] | None:
+    """XLA options for compiling a train step: `_FAST_COMPILE` when asked for compile speed,
+    else `_CPU_STEP_OPTIONS` on the CPU backend, else XLA's defaults."""
+    if fast:
+        return _FAST_COMPILE
+    return dict(_CPU_STEP_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def release_free_host_memory() -> None:
+    """Returns the heap memory that compiling freed to the operating system (glibc's
+    `malloc_trim`; nothing elsewhere).
+
+    XLA's compiler allocates in many small pieces that glibc keeps after they are freed, while
+    the buffers of a running step are large and come from fresh mappings: without this, a
+    DDColor-T training process at batch 4 keeps about 1 GB it never uses again (bench/models.py,
+    max RSS, 2-core CPU).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class NonFiniteError(FloatingPointError):
@@ -343,7 +372,8 @@ def compile_train_step(
     fast: bool = False,
 ):
     """The stage's train step compiled for these arguments: batch sharded over the mesh's
-    `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`."""
+    `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`, else
+    `step_compiler_options`."""
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     train_step = jax.jit(
         stage_step.train_step,
@@ -352,7 +382,9 @@ def compile_train_step(
         donate_argnums=0,
     )
     lowered = train_step.lower(state, batch, rng, constants)
-    return lowered.compile(compiler_options=_FAST_COMPILE if fast else None)
+    compiled = lowered.compile(compiler_options=step_compiler_options(fast))
+    release_free_host_memory()
+    return compiled
 
 
 class _Preview:

@@ -188,11 +188,11 @@ def conv(x: jax.Array, kernel: jax.Array, strides: int = 1, padding: int = 0) ->
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_stride1(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
-    """`conv(x, kernel, 1, padding)` with a hand-written kernel gradient.
+    """`conv(x, kernel, 1, padding)` with a hand-written kernel gradient; padding < kernel size.
 
     XLA:CPU computes the kernel gradient of a k x k convolution as one convolution over the
-    batch and pixels, 3 to 6 times slower than the k*k matrix products it is made of (DDColor-T's
-    3x3 decoder convs at 256 px: bench/kernels.py); the input gradient is XLA's own.
+    batch and pixels, 1.5 to 3 times slower than the k*k matrix products it is made of
+    (bench/kernels.py: DDColor-T's 3x3 decoder convs at 256 px); the input gradient is XLA's own.
     """
     return conv(x, kernel, 1, padding)
 
@@ -203,27 +203,27 @@ def _conv_stride1_fwd(x, kernel, padding):
 
 def _conv_stride1_bwd(padding, residuals, grad):
     x, kernel = residuals
-    size = kernel.shape[0]
+    batch, height, width, in_features = x.shape
+    size, out_features = kernel.shape[0], kernel.shape[-1]
     # d/dx: the output gradient convolved with the kernel flipped in space, in/out swapped.
     grad_x = conv(grad, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), 1, size - 1 - padding)
-    # d/dkernel[i, j] = (x shifted by (i, j))^T grad over batch and pixels: one matrix product
-    # per window offset.
-    _, out_height, out_width, _ = grad.shape
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    rows = [
-        jnp.stack(
-            [
-                jnp.einsum(
-                    "bhwc,bhwo->co",
-                    padded[:, i : i + out_height, j : j + out_width],
-                    grad,
-                )
-                for j in range(kernel.shape[1])
-            ]
+    # d/dkernel[i, j] = x^T (the output gradient shifted by (i, j)), over batch and pixels: one
+    # matrix product per window offset, one offset at a time (a loop keeps only one shifted
+    # copy alive). The gradient is shifted, not x: it is padded by size - 1 - padding so that
+    # every shift is a window of x's size.
+    pad = size - 1 - padding
+    padded = jnp.pad(grad, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def offset(index):
+        i, j = index // size, index % size
+        window = jax.lax.dynamic_slice(
+            padded, (0, size - 1 - i, size - 1 - j, 0), (batch, height, width, out_features)
         )
-        for i in range(size)
-    ]
-    return grad_x, jnp.stack(rows).astype(kernel.dtype)
+        return jnp.einsum("bhwc,bhwo->co", x, window)
+
+    grad_kernel = jax.lax.map(offset, jnp.arange(size * size))
+    grad_kernel = grad_kernel.reshape(size, size, in_features, out_features)
+    return grad_x, grad_kernel.astype(kernel.dtype)
 
 
 conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
@@ -248,6 +248,26 @@ class DepthwiseConv(nn.Module):
         bias = self.param("bias", self.bias_init, (channels,))
         apply = depthwise_conv if use_rewrites(self.kernels) else depthwise_conv_native
         return apply(x, kernel[:, :, 0, :]) + bias
+
+
+@jax.custom_vjp
+def relu(x: jax.Array) -> jax.Array:
+    """max(x, 0), whose backward keeps the output instead of the input (y > 0 exactly where
+    x > 0): the pre-activation can be freed, one activation-sized buffer less in training
+    (DDColor-T's last upsampling: 256 MiB at batch 4)."""
+    return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+    y = jnp.maximum(x, 0)
+    return y, y
+
+
+def _relu_bwd(y, grad):
+    return (jnp.where(y > 0, grad, jnp.zeros_like(grad)),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
@@ -343,7 +363,7 @@ class SpectralNormConv(nn.Module):
             # A matrix product (the same arithmetic on every platform; XLA:CPU computes the
             # gradients of 1x1 convolutions far slower).
             y = x @ kernel[0, 0]
-        elif self.strides == 1 and use_rewrites(self.kernels):
+        elif self.strides == 1 and self.padding < self.kernel_size and use_rewrites(self.kernels):
             y = conv_stride1(x, kernel, self.padding)
         else:
             y = conv(x, kernel, self.strides, self.padding)

@@ -22,6 +22,7 @@ from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
     icnr,
     pixel_shuffle,
+    relu,
     sine_position_encoding,
     to_subpixel_major,
     torch_default_bias,
@@ -102,7 +103,7 @@ class PixelShuffleUpsample(nn.Module):
             return _blur(x) if self.blur else x
         # Nothing per-channel between conv and shuffle: compute the channels sub-pixel first,
         # which makes the shuffle a cheap transpose of whole channel vectors.
-        x = nn.relu(conv(x, train=train, output_order=partial(to_subpixel_major, scale=self.scale)))
+        x = relu(conv(x, train=train, output_order=partial(to_subpixel_major, scale=self.scale)))
         return x if subpixel_output else upsample_subpixel(x, self.scale, self.blur)
 
 

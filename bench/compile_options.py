@@ -1,0 +1,74 @@
+"""XLA compile options A/B: one backbone step compiled with each set of options, timed in one
+process, one step of each in turn (so that every variant sees the same load).
+
+    PYTHONPATH=. python bench/compile_options.py --only ddcolor_tiny:256:1 \
+        --variants none xla_cpu_prefer_vector_width=512
+
+A variant is `none` (XLA's defaults) or comma-separated `key=value` XLA options (integers and
+true/false parsed); `default` is what the training loop uses (`loop.step_compiler_options`).
+The step is bench/models.py's (forward, or L1/AdamW training step, random variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+
+from aiaic_jax.train import loop
+from bench import models
+
+
+def _parse(variant: str) -> dict | None:
+    if variant == "none":
+        return {}
+    if variant == "default":
+        return loop.step_compiler_options() or {}
+    options = {}
+    for item in variant.split(","):
+        key, value = item.split("=", 1)
+        if value in ("true", "false"):
+            options[key] = value == "true"
+        else:
+            options[key] = int(value) if value.lstrip("-").isdigit() else value
+    return options
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="ddcolor_tiny:256:1", help="NAME:SIZE:BATCH")
+    parser.add_argument("--mode", default="train", choices=("forward", "train"))
+    parser.add_argument("--variants", nargs="+", default=["none", "default"])
+    parser.add_argument("--steps", type=int, default=8, help="timed rounds after one warm-up")
+    args = parser.parse_args()
+    name, size, batch = args.only.split(":")
+
+    compile_ = jax.stages.Lowered.compile
+    runs = {}
+    for variant in args.variants:
+        options = _parse(variant)
+        # bench/models.py compiles with the loop's options; this replaces them per variant.
+        jax.stages.Lowered.compile = lambda self, *a, o=options, **k: compile_(
+            self, compiler_options=o or None
+        )
+        runs[variant] = models._flax_setup(name, int(size), int(batch), args.mode)[0]
+    jax.stages.Lowered.compile = compile_
+    times = {variant: [] for variant in runs}
+    for step in range(args.steps + 1):
+        for variant, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if step:
+                times[variant].append(time.perf_counter() - start)
+    print(f"{name} {size} bs {batch} {args.mode}, {args.steps} rounds, jax {jax.__version__}")
+    for variant, values in times.items():
+        print(
+            f"{variant:50s} median {statistics.median(values):.3f} s  best {min(values):.3f} s  "
+            f"{int(batch) / statistics.median(values):.2f} img/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
