@@ -18,9 +18,10 @@ from aiaic_jax.models.backbones.layers import (
     relu,
     use_rewrites,
 )
+from aiaic_jax.train import loop
 
-# Compile time matters here, not run time (as in the training loop's initialisers).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# Compile time matters here, not run time: the training loop's options for that.
+FAST_COMPILE = loop.step_compiler_options(fast=True)
 
 
 def _key(n: int) -> jax.Array:

@@ -19,8 +19,8 @@ from tests.tiny_training import random_batch, random_variables, tiny_config
 
 BATCH = 4
 STEPS = 4
-# Compile time matters here, not run time (as in the training loop's initialisers).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# Compile time matters here, not run time: the training loop's options for that.
+FAST_COMPILE = loop.step_compiler_options(fast=True)
 # Adam steps on the backbone's L1, bfloat16 against float32 from the same variables and
 # batches: loss and gradient norm of each step within this relative tolerance (set with headroom
 # over the differences measured on a 2-core CPU, printed by the test).

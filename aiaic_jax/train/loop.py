@@ -184,19 +184,23 @@ def train_stage(
 
     log.keep_until(start)  # metrics past the step training continues from are redone
     if start < stage.num_steps:
-        state, metrics = _train(
-            config,
-            stage,
-            stage_step,
-            state,
-            iterator,
-            rng,
-            constants,
-            checkpoints,
-            log,
-            mesh,
-            start,
-        )
+        # Global batches made `config.train.prefetch` ahead by a background thread; its
+        # `get_state()` is the iterator's state after the last batch consumed, which is what
+        # the checkpoints save.
+        with prefetch.DevicePrefetch(iterator, mesh, int(config.train.prefetch)) as batches:
+            state, metrics = _train(
+                config,
+                stage,
+                stage_step,
+                state,
+                batches,
+                rng,
+                constants,
+                checkpoints,
+                log,
+                mesh,
+                start,
+            )
     else:
         metrics = {}
     _raise_if_bad(state, name, checkpoints)
@@ -208,31 +212,6 @@ def train_stage(
 
 
 def _train(
-    config: ml_collections.ConfigDict,
-    stage: stages.Stage,
-    stage_step: Step,
-    state: TrainState,
-    iterator: prefetch.HostIterator,
-    rng: jax.Array,
-    constants: Any,
-    checkpoints: checkpoint.StageCheckpoints,
-    log: logs.StageLog,
-    mesh: Mesh,
-    start: int,
-) -> tuple[TrainState, dict[str, float]]:
-    # Global batches are made `config.train.prefetch` ahead by a background thread; its
-    # `get_state()` is the iterator's state after the last batch consumed here, which is what
-    # the checkpoints save.
-    batches = prefetch.DevicePrefetch(iterator, mesh, int(config.train.prefetch))
-    try:
-        return _train_steps(
-            config, stage, stage_step, state, batches, rng, constants, checkpoints, log, mesh, start
-        )
-    finally:
-        batches.close()
-
-
-def _train_steps(
     config: ml_collections.ConfigDict,
     stage: stages.Stage,
     stage_step: Step,
