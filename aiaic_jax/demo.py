@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from aiaic_jax import compile_cache
 from aiaic_jax.data.builders import synthetic
-from aiaic_jax.evaluation import runner
+from aiaic_jax.evaluation import criteria, runner
 from aiaic_jax.train import logs, pipelines
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
@@ -76,10 +76,22 @@ def train_end_to_end(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Every variant on every split; results.md, results.json (with the mechanisms of
+    relevance and `criteria.DEMO_CRITERIA`) and the grids. Prints whether each criterion holds."""
     start = time.perf_counter()
     runs = {name: os.path.join(workdir, name) for name in ("full", "wo_r", "e2e")}
-    runner.run(config, workdir, runs)
+    evaluation = runner.run(config, workdir, runs, criteria=criteria.DEMO_CRITERIA)
     print(f"[demo] evaluation: {time.perf_counter() - start:.1f} s", flush=True)
+    checked = evaluation.results.get("criteria", [])
+    for entry in checked:
+        verdict = {True: "holds", False: "FAILS", None: "not measured"}[entry["holds"]]
+        value = "—" if entry["value"] is None else f"{entry['value']:.4g}"
+        print(
+            f"[demo] criterion {entry['name']}: {value} {entry['op']} {entry['bound']:g} "
+            f"{verdict} ({entry['measure']})"
+        )
+    held = sum(1 for entry in checked if entry["holds"])
+    print(f"[demo] {held} of {len(checked)} criteria hold", flush=True)
 
 
 STEPS: tuple[Step, ...] = (

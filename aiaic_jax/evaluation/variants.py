@@ -127,7 +127,8 @@ def colorize_batch(
     controls: from `relevance_controls` / `Variant.controls` (ignored in mode "baseline"):
       `drop_audio` removes every pair's audio (has_audio False, silence, all-zero spectrogram);
       `use_rnet` takes r from RNet, else r = `fixed_relevance`; `gate_missing_audio` sets r = 0
-      where a pair has no audio. RNet is only run when `use_rnet` is set (`lax.cond`).
+      where a pair has no audio. RNet is only run when `use_rnet` is set and some r is not
+      gated to 0 (`lax.cond`).
     mode: "baseline" (backbone alone) or "audio" (DSG guided by the audio, Eq. 8).
     Returns (ab [B, H, W, 2] raw Lab units, r [B] (zeros in baseline mode), gray_l [B, H, W, 1]).
     """
@@ -155,8 +156,12 @@ def colorize_batch(
     def fixed() -> jax.Array:
         return jnp.full((num_pairs,), controls["fixed_relevance"], jnp.float32)
 
-    relevance = jax.lax.cond(jnp.asarray(controls["use_rnet"], bool), from_rnet, fixed)
-    gate = jnp.asarray(controls["gate_missing_audio"], bool) & ~inputs.has_audio
+    gate_missing = jnp.asarray(controls["gate_missing_audio"], bool)
+    # Where every r would be gated to 0 (no pair has audio: "full (missing audio)"), RNet's
+    # answer is not needed.
+    needed = ~(gate_missing & ~jnp.any(inputs.has_audio))
+    relevance = jax.lax.cond(jnp.asarray(controls["use_rnet"], bool) & needed, from_rnet, fixed)
+    gate = gate_missing & ~inputs.has_audio
     relevance = jnp.where(gate, 0.0, relevance)  # Eq. 8 with r = 0: the backbone alone
     ab, _ = model.apply(
         variables,
