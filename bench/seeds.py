@@ -142,14 +142,26 @@ def markdown(summary: Mapping[str, Any], per_seed: Mapping[int, Mapping[str, Any
             lines.append(f"- {label}: {_mean_std(stats.get(f'mechanisms/{key}'), 3)}")
         lines += [
             "",
-            _row(["variant", "ab error, another clip's audio ↓", "PSNR, no audio ↑"]),
-            _row(["---", "---:", "---:"]),
+            _row(
+                [
+                    "variant",
+                    "ab error, another clip's audio ↓",
+                    "ab error, no audio ↓",
+                    "PSNR, no audio ↑",
+                ]
+            ),
+            _row(["---", "---:", "---:", "---:"]),
         ]
         for variant in VARIANTS:
-            ab = stats.get(f"mechanisms/ab_error_irrelevant/{variant.name}")
-            psnr = stats.get(f"mechanisms/psnr_no_audio/{variant.name}")
-            if ab or psnr:
-                lines.append(_row([variant.label, _mean_std(ab, 2), _mean_std(psnr, 3)]))
+            cells_ = [
+                stats.get(f"mechanisms/{key}/{variant.name}")
+                for key in ("ab_error_irrelevant", "ab_error_no_audio", "psnr_no_audio")
+            ]
+            if any(cells_):
+                digits = (2, 2, 3)
+                lines.append(
+                    _row([variant.label] + [_mean_std(c, d) for c, d in zip(cells_, digits)])
+                )
         lines.append("")
 
     if summary["criteria"]:

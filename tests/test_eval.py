@@ -392,8 +392,9 @@ def test_mechanisms_are_read_on_the_split_with_relevance_labels(world):
     for name in PRESENT:
         expected = np.mean(ave_like.scores[name]["ab_error"][irrelevant])
         assert mechanisms["ab_error_irrelevant"][name] == pytest.approx(expected)
-        no_audio = results["by_kind"]["ave_like"][name]["no_audio"]["psnr"]
-        assert mechanisms["psnr_no_audio"][name] == pytest.approx(no_audio)
+        no_audio = results["by_kind"]["ave_like"][name]["no_audio"]
+        assert mechanisms["psnr_no_audio"][name] == pytest.approx(no_audio["psnr"])
+        assert mechanisms["ab_error_no_audio"][name] == pytest.approx(no_audio["ab_error"])
     # Without audio, full and full (missing audio) run the same: r = 0 for both.
     assert mechanisms["psnr_no_audio"]["full"] == pytest.approx(
         mechanisms["psnr_no_audio"]["full_missing_audio"]

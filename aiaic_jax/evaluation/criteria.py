@@ -6,14 +6,18 @@ results.json gains
     "mechanisms": {"split", "r_relevant", "r_irrelevant", "rnet_auc",
                    "ab_error_irrelevant": {variant: mean ab error on pairs with another clip's
                                            audio},
+                   "ab_error_no_audio": {variant: mean ab error on pairs without audio},
                    "psnr_no_audio": {variant: mean PSNR on pairs without audio}}
     "criteria":   [{"name", "measure", "value", "op", "bound", "holds"}, ...]
 
 The mechanisms are read on the first evaluated split that holds both pairs with their own audio
 and pairs with another clip's (`ave_like` in the synthetic world, AVE's test split on real
-data). PSNR on RGB hides what the gate does with another clip's sound, because a wrong hue at
-the synthetic world's chroma costs only a few dB next to the lightness rounding; the ab error
-(mean |a - a'|, |b - b'| in Lab units) is the colour difference itself.
+data). PSNR on RGB hides what the gate does with another clip's sound or with none: a wrong hue at
+the synthetic world's chroma costs little more than no hue (a near-grey guess scores about
+18.5 dB), so a model that paints a wrong colour and one that keeps the baseline's near-grey
+score within noise of each other, and their order flips between seeds. The ab error (mean
+|a - a'|, |b - b'| in Lab units) is the colour difference itself, and the criteria on what
+the gate does are stated in it (bench/seeds.py and docs/synthetic.md have the seeds).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def mechanisms(evaluations: Mapping[str, SplitEvaluation]) -> dict[str, Any] | N
             "r_irrelevant": summary["mean_r_irrelevant"],
             "rnet_auc": summary["auc_relevant_vs_irrelevant"],
             "ab_error_irrelevant": _means(evaluation, "ab_error", kinds["irrelevant_audio"]),
+            "ab_error_no_audio": _means(evaluation, "ab_error", kinds["no_audio"]),
             "psnr_no_audio": _means(evaluation, "psnr", kinds["no_audio"]),
         }
     return None
@@ -148,9 +153,11 @@ DEMO_CRITERIA: tuple[Criterion, ...] = (
     ),
     Criterion(
         "gate_without_audio",
-        "PSNR of full minus w/o r on pairs without audio (dB)",
-        _difference(_mechanism("psnr_no_audio", "full"), _mechanism("psnr_no_audio", "wo_r")),
-        ">=",
+        "ab error of full minus w/o r on pairs without audio (Lab units)",
+        _difference(
+            _mechanism("ab_error_no_audio", "full"), _mechanism("ab_error_no_audio", "wo_r")
+        ),
+        "<",
         0.0,
     ),
     Criterion(
@@ -169,7 +176,7 @@ DEMO_CRITERIA: tuple[Criterion, ...] = (
     ),
     Criterion(
         "missing_audio_falls_back_to_baseline",
-        "|val PSNR of full (missing audio) minus baseline| (dB)",
+        "absolute val PSNR difference of full (missing audio) and baseline (dB)",
         lambda results: abs(
             results["val"]["full_missing_audio"]["psnr"] - results["val"]["baseline"]["psnr"]
         ),
@@ -178,13 +185,13 @@ DEMO_CRITERIA: tuple[Criterion, ...] = (
     ),
     Criterion(
         "without_r_silence_paints",
-        "val LPIPS of w/o r (missing audio) minus full (missing audio)",
+        "val ab error of w/o r (missing audio) minus full (missing audio) (Lab units)",
         _difference(
-            _split("val", "wo_r_missing_audio", "lpips"),
-            _split("val", "full_missing_audio", "lpips"),
+            _split("val", "wo_r_missing_audio", "ab_error"),
+            _split("val", "full_missing_audio", "ab_error"),
         ),
-        ">",
-        0.0,
+        ">=",
+        1.0,
     ),
 )
 
@@ -202,14 +209,17 @@ def markdown(mechanism: Mapping[str, Any] | None, checked: Sequence[Mapping[str,
         lines.append("")
         variants = list(mechanism["ab_error_irrelevant"]) or list(mechanism["psnr_no_audio"])
         lines += [
-            "| variant | ab error, another clip's audio ↓ | PSNR, no audio ↑ |",
-            "| --- | ---: | ---: |",
+            "| variant | ab error, another clip's audio ↓ | ab error, no audio ↓ | "
+            "PSNR, no audio ↑ |",
+            "| --- | ---: | ---: | ---: |",
         ]
         for name in variants:
-            ab_error = mechanism["ab_error_irrelevant"].get(name)
+            irrelevant = mechanism["ab_error_irrelevant"].get(name)
+            no_audio = mechanism["ab_error_no_audio"].get(name)
             psnr = mechanism["psnr_no_audio"].get(name)
             lines.append(
-                f"| {get_variant(name).label} | {_number(ab_error, 2)} | {_number(psnr, 3)} |"
+                f"| {get_variant(name).label} | {_number(irrelevant, 2)} | "
+                f"{_number(no_audio, 2)} | {_number(psnr, 3)} |"
             )
         lines += [
             "",
