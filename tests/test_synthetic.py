@@ -223,6 +223,33 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     assert not any(other)
 
 
+def test_noisy_train_pairs_carry_another_class_audio_and_stay_labelled_relevant():
+    options = {**TINY_OPTIONS, "train_pairs": 10}
+    clean = SyntheticConfig(name="clean", **options)
+    noisy = SyntheticConfig(name="noisy", train_noisy_audio_fraction=0.4, **options)
+    listed = world.world_spec(noisy)["noisy_train_pairs"]
+    assert len(listed) == 4 and world.world_spec(clean)["noisy_train_pairs"] == []
+    for index in range(10):
+        before = world.generate_pair(clean, "train", index)
+        after = world.generate_pair(noisy, "train", index)
+        assert after.example["image"] == before.example["image"]  # the image never changes
+        assert after.example["relevant"] and after.example["has_audio"]
+        if index in listed:
+            donor = world._train_donor(noisy, after.latents.label, index)
+            assert world.clip_latents(noisy, "train", donor).label != after.latents.label
+            np.testing.assert_array_equal(
+                after.example["audio"], world.generate_pair(clean, "train", donor).example["audio"]
+            )
+        else:
+            np.testing.assert_array_equal(after.example["audio"], before.example["audio"])
+    # The other splits are the same world with or without noisy training audio.
+    for split in ("val", "ave_like", "ood"):
+        np.testing.assert_array_equal(
+            world.generate_pair(noisy, split, 1).example["audio"],
+            world.generate_pair(clean, split, 1).example["audio"],
+        )
+
+
 def test_pairs_do_not_depend_on_generation_order():
     config = SyntheticConfig(name="order", **TINY_OPTIONS)
     first = world.generate_pair(config, "ave_like", 7)
@@ -261,7 +288,13 @@ def test_gamut_chroma_is_in_gamut_for_every_hue_and_not_much_less():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(scenes=7), dict(ood_classes=12), dict(irrelevant_fraction=0.9), dict(train_pairs=-1)],
+    [
+        dict(scenes=7),
+        dict(ood_classes=12),
+        dict(irrelevant_fraction=0.9),
+        dict(train_pairs=-1),
+        dict(train_noisy_audio_fraction=1.5),
+    ],
 )
 def test_unusable_options_are_rejected_by_name(options):
     config = dataclasses.replace(SyntheticConfig(name="bad"), **options)

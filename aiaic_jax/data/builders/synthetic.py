@@ -41,7 +41,11 @@ clip's audio usually (with probability 1 - 1/scenes) has mismatched scene cues, 
 can notice from (grayscale image, audio) without knowing the hue.
 
 Splits.
-- `train`, `val`: training classes, one pair per clip (`second` = -1), every pair relevant.
+- `train`, `val`: training classes, one pair per clip (`second` = -1), every pair relevant,
+  except that exactly round(train_noisy_audio_fraction * N) `train` pairs (0 by default) carry
+  the audio of another training clip of a different class, as a real dataset's clips often
+  carry sound from outside the frame; they stay labelled `relevant`, as such a dataset would
+  label them, and the world description lists them (`noisy_train_pairs`).
 - `ave_like`: training classes, AVE-like pseudo-videos of ten 1-s segments (`second` 0..9) that
   share class, scene and jitter; each segment has its own texture draw and audio noise. Exactly
   round(irrelevant_fraction * N) pairs carry the audio of a pair from another pseudo-video of a
@@ -124,6 +128,9 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     ood_pairs: int = option(512, "pairs in ood")
     irrelevant_fraction: float = option(0.25, "share of ave_like pairs with another class's audio")
     missing_audio_fraction: float = option(0.15, "share of ave_like pairs without audio")
+    train_noisy_audio_fraction: float = option(
+        0.0, "share of train pairs with another class's audio, still labelled relevant"
+    )
     max_chroma: float = option(40.0, "target chroma, Lab units; the gamut bound may lower it")
     pitch_jitter: float = option(0.15, "std of the signature jitter, in class spacings")
     seed: int = option(0, "the world's seed: the same seed gives identical bytes")
@@ -181,6 +188,13 @@ def validate(config: SyntheticConfig) -> None:
             "synthetic: irrelevant_fraction and missing_audio_fraction must be >= 0 and sum "
             f"to at most 1 (got {fractions})"
         )
+    if not 0 <= config.train_noisy_audio_fraction <= 1:
+        raise ValueError(
+            "synthetic: train_noisy_audio_fraction must be in [0, 1] "
+            f"(got {config.train_noisy_audio_fraction})"
+        )
+    if config.train_noisy_audio_fraction > 0 and config.train_classes < 2:
+        raise ValueError("synthetic: train_noisy_audio_fraction > 0 needs two training classes")
     for name in ("train_pairs", "val_pairs", "ave_like_videos", "ood_pairs"):
         if getattr(config, name) < 0:
             raise ValueError(f"synthetic: {name}={getattr(config, name)} must be >= 0")
@@ -229,6 +243,7 @@ def world_spec(config: SyntheticConfig) -> dict[str, Any]:
             {"scene": s, "name": SCENE_NAMES[s], "band_hz": list(_scene_band(s))}
             for s in range(config.scenes)
         ],
+        "noisy_train_pairs": [int(i) for i in np.flatnonzero(_train_noisy(config))],
     }
 
 
@@ -252,7 +267,15 @@ def generate_pair(config: SyntheticConfig, split: str, index: int) -> Pair:
     if split == "ave_like":
         status = _ave_like_status(config)[index]
         has_audio, relevant = status != _MISSING, status == _RELEVANT
-    if not has_audio:
+    if split == "train" and _train_noisy(config)[index]:
+        # Off-screen sound: another training clip's audio, labelled relevant all the same.
+        donor = _train_donor(config, latents.label, video)
+        audio = render_audio(
+            clip_latents(config, split, donor),
+            config,
+            _rng(config.seed, split, _AUDIO_STREAM, donor, second),
+        )
+    elif not has_audio:
         audio = np.zeros((0,), np.int16)
     elif relevant:
         audio = render_audio(
@@ -483,6 +506,31 @@ def _ave_like_status(config: SyntheticConfig) -> np.ndarray:
     status[order[:n_irrelevant]] = _IRRELEVANT
     status[order[n_irrelevant : n_irrelevant + n_missing]] = _MISSING
     return status
+
+
+@functools.lru_cache(maxsize=8)
+def _train_noisy(config: SyntheticConfig) -> np.ndarray:
+    """Per train pair: whether it carries another class's audio (exactly the configured
+    number, chosen by a seeded permutation)."""
+    n = num_pairs(config, "train")
+    noisy = np.zeros(n, bool)
+    count = round(config.train_noisy_audio_fraction * n)
+    if count:
+        noisy[_rng(config.seed, "train", _STATUS_STREAM).permutation(n)[:count]] = True
+    return noisy
+
+
+def _train_donor(config: SyntheticConfig, label: int, video: int) -> int:
+    """Another train clip of a different class, whose audio train pair `video` carries."""
+    rng = _rng(config.seed, "train", _DONOR_STREAM, video)
+    for _ in range(1000):
+        donor = int(rng.integers(config.train_pairs))
+        if clip_latents(config, "train", donor).label != label:
+            return donor
+    raise ValueError(
+        "synthetic: train has no clip of another class to take noisy audio from; raise "
+        f"train_pairs (now {config.train_pairs})"
+    )
 
 
 def _donor_video(config: SyntheticConfig, label: int, video: int, second: int) -> int:
