@@ -235,7 +235,7 @@ def test_noisy_train_pairs_carry_another_class_audio_and_stay_labelled_relevant(
         assert after.example["image"] == before.example["image"]  # the image never changes
         assert after.example["relevant"] and after.example["has_audio"]
         if index in listed:
-            donor = world._train_donor(noisy, after.latents.label, index)
+            donor = world._donor_clip(noisy, "train", after.latents.label, index, -1)
             assert world.clip_latents(noisy, "train", donor).label != after.latents.label
             np.testing.assert_array_equal(
                 after.example["audio"], world.generate_pair(clean, "train", donor).example["audio"]

@@ -267,27 +267,21 @@ def generate_pair(config: SyntheticConfig, split: str, index: int) -> Pair:
     if split == "ave_like":
         status = _ave_like_status(config)[index]
         has_audio, relevant = status != _MISSING, status == _RELEVANT
-    if split == "train" and _train_noisy(config)[index]:
-        # Off-screen sound: another training clip's audio, labelled relevant all the same.
-        donor = _train_donor(config, latents.label, video)
+    # Whose audio the pair carries: its own clip's, or another clip's of a different class
+    # (ave_like's irrelevant pairs; train's noisy pairs, which stay labelled relevant).
+    source = video
+    if (split == "ave_like" and has_audio and not relevant) or (
+        split == "train" and _train_noisy(config)[index]
+    ):
+        source = _donor_clip(config, split, latents.label, video, second)
+    if has_audio:
         audio = render_audio(
-            clip_latents(config, split, donor),
+            clip_latents(config, split, source),
             config,
-            _rng(config.seed, split, _AUDIO_STREAM, donor, second),
-        )
-    elif not has_audio:
-        audio = np.zeros((0,), np.int16)
-    elif relevant:
-        audio = render_audio(
-            latents, config, _rng(config.seed, split, _AUDIO_STREAM, video, second)
+            _rng(config.seed, split, _AUDIO_STREAM, source, second),
         )
     else:
-        donor = _donor_video(config, latents.label, video, second)
-        audio = render_audio(
-            clip_latents(config, split, donor),
-            config,
-            _rng(config.seed, split, _AUDIO_STREAM, donor, second),
-        )
+        audio = np.zeros((0,), np.int16)
     info = classes(config)[latents.label]
     clip_id = f"{split}_{video:05d}"
     example = {
@@ -520,29 +514,18 @@ def _train_noisy(config: SyntheticConfig) -> np.ndarray:
     return noisy
 
 
-def _train_donor(config: SyntheticConfig, label: int, video: int) -> int:
-    """Another train clip of a different class, whose audio train pair `video` carries."""
-    rng = _rng(config.seed, "train", _DONOR_STREAM, video)
+def _donor_clip(config: SyntheticConfig, split: str, label: int, video: int, second: int) -> int:
+    """Another clip (pseudo-video in ave_like) of `split` of a class other than `label`, whose
+    audio pair (`video`, `second`) carries."""
+    clips = config.ave_like_videos if split == "ave_like" else num_pairs(config, split)
+    rng = _rng(config.seed, split, _DONOR_STREAM, video, second)
     for _ in range(1000):
-        donor = int(rng.integers(config.train_pairs))
-        if clip_latents(config, "train", donor).label != label:
+        donor = int(rng.integers(clips))
+        if clip_latents(config, split, donor).label != label:
             return donor
     raise ValueError(
-        "synthetic: train has no clip of another class to take noisy audio from; raise "
-        f"train_pairs (now {config.train_pairs})"
-    )
-
-
-def _donor_video(config: SyntheticConfig, label: int, video: int, second: int) -> int:
-    """Another ave_like pseudo-video of a different class, whose audio this pair carries."""
-    rng = _rng(config.seed, "ave_like", _DONOR_STREAM, video, second)
-    for _ in range(1000):
-        donor = int(rng.integers(config.ave_like_videos))
-        if clip_latents(config, "ave_like", donor).label != label:
-            return donor
-    raise ValueError(
-        "synthetic: ave_like has no pseudo-video of another class to take irrelevant audio "
-        f"from; raise ave_like_videos (now {config.ave_like_videos})"
+        f"synthetic: {split} has no clip of another class to take audio from; raise its "
+        f"number of clips (now {clips})"
     )
 
 
