@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-learning lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# That the method learns: every stage of the tiny model, then its evaluation (about 3 minutes).
+test-learning: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m learning tests/test_learning.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check aiaic_jax tests bench configs train.py eval.py

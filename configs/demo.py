@@ -30,6 +30,8 @@ def get_config(backbone: str = "ddcolor_demo") -> ml_collections.ConfigDict:
             ave_like_videos=24,
             ood_pairs=256,
             seed=0,
+            # Training pairs that carry another class's audio (bench/orderings.py's study).
+            train_noisy_audio_fraction=0.0,
         )
     )
     # The model sees the stored resolution and clip length: one value, two names.

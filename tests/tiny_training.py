@@ -1,5 +1,6 @@
 """A tiny training setup shared by the training tests: a 64x64 synthetic world and a reduced
-DDColor demo model (same architecture, fewer queries and colour-decoder layers)."""
+DDColor demo model (same architecture, fewer queries and colour-decoder layers); and a run of
+that model long enough to learn the method (`LEARNING_WORLD`, `learning_config`)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,30 @@ AUDIO_SECONDS = 0.5
 TRAIN_PAIRS = 16
 
 
-def build_data(data_dir: str | os.PathLike) -> str:
-    """Builds the tiny synthetic world into data_dir (about half a second)."""
+# A world in which the tiny model learns the method in a few hundred steps: four hues (so the
+# guidance has few colours to tell apart) and the synthetic world's six scenes (so that another
+# clip's audio mostly comes from another scene, which RNet can see in the grey image).
+LEARNING_WORLD = dict(
+    train_pairs=256,
+    val_pairs=64,
+    ave_like_videos=12,
+    ood_pairs=4,
+    train_classes=4,
+    ood_classes=1,
+)
+# Steps of each stage of `learning_config`, at batch 8.
+LEARNING_STEPS = dict(baseline=40, stage1=200, stage2=60, rnet=150, stage3=50)
+
+
+def build_data(data_dir: str | os.PathLike, **options) -> str:
+    """Builds the tiny synthetic world into data_dir (about half a second); `options` replace
+    its sizes (e.g. `**LEARNING_WORLD`, a few seconds)."""
+    sizes = dict(train_pairs=TRAIN_PAIRS, val_pairs=8, ave_like_videos=2, ood_pairs=4)
     config = SyntheticConfig(
         name="tiny",
         image_size=IMAGE_SIZE,
         audio_seconds=AUDIO_SECONDS,
-        train_pairs=TRAIN_PAIRS,
-        val_pairs=8,
-        ave_like_videos=2,
-        ood_pairs=4,
+        **{**sizes, **options},
     )
     Synthetic(data_dir=os.fspath(data_dir), config=config).build()
     return os.fspath(data_dir)
@@ -61,6 +76,27 @@ def tiny_config(data_dir: str | os.PathLike, *, steps: int = 2, batch_size: int 
     config.train.grid_every = 0
     config.train.grid_images = 2
     config.train.fast_compile = True
+    return config
+
+
+def learning_config(data_dir: str | os.PathLike):
+    """The tiny model trained as the demo trains (L1 on ab only, RNet's audio encoder trained,
+    XLA's full optimisation: quicker than `fast_compile` beyond about 80 steps) for
+    `LEARNING_STEPS`, evaluated on val and ave_like."""
+    config = tiny_config(data_dir, batch_size=8)
+    for name, steps in LEARNING_STEPS.items():
+        config.stages[name].num_steps = steps
+    config.loss.colorfulness_weight = 0.0
+    config.stages.stage3.loss.gan_weight = 0.0
+    config.stages.stage3.loss.perceptual_weight = 0.0
+    config.stages.rnet.trainable = (r"^relevance/(audio_head|image_head|fc|audio_encoder)/",)
+    config.stages.rnet.frozen = (r"^relevance/image_encoder/",)
+    config.optimizer.lr = 5e-4
+    config.data.eval_splits = ("val", "ave_like")
+    config.data.eval_batch_size = 32
+    config.train.log_every = 25
+    config.train.checkpoint_every = 0  # at the end of each stage only
+    config.train.fast_compile = False
     return config
 
 
