@@ -1,8 +1,10 @@
-"""The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound.
+"""The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound;
+`aiaic cdc` measures how steady a video's colours are.
 
     aiaic colorize --checkpoint runs/demo/full film.mp4 film_colour.mp4
     aiaic colorize --checkpoint W/full --stage baseline photos/ out/
     aiaic colorize --checkpoint W/full/stage3/final --audio street.wav street.jpg street_c.jpg
+    aiaic cdc film_colour.mp4 film_reference.mp4 [--json cdc.json]
 
 A thin layer over `aiaic_jax.inference.Colorizer`: it parses the command line and reads and
 writes the files. Installed as the console script `aiaic` (pyproject.toml); `python -m
@@ -18,9 +20,10 @@ import dataclasses
 import fractions
 import importlib.util
 import itertools
+import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import av
 import ml_collections
@@ -348,32 +351,6 @@ def audio_window(audio: np.ndarray, centre: float, seconds: float) -> np.ndarray
     return audio[start : start + length]
 
 
-def video_frames(path: str) -> Iterator[tuple[np.ndarray, float | None]]:
-    """Every frame of the first video stream as displayed ([H, W, 3] uint8, the stream's display
-    rotation applied) with its presentation time in seconds (None when unknown)."""
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise media.MediaError(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for packet in container.demux(stream):
-                try:
-                    decoded = packet.decode()
-                except av.FFmpegError:
-                    continue  # a damaged packet: its frames are lost
-                for frame in decoded:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    quarter_turns = round(frame.rotation / 90) % 4
-                    if quarter_turns:
-                        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
-                    yield rgb, None if frame.time is None else float(frame.time)
-    except media.MediaError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise media.MediaError(path, f"cannot decode ({error})") from None
-
-
 @dataclasses.dataclass
 class _VideoHeader:
     start: float  # seconds: the first frame's time
@@ -431,7 +408,7 @@ def colorize_video(
         times.extend(time for _, time in pending)
         pending.clear()
 
-    for frame, time in video_frames(path):
+    for frame, time in media.video_frames(path):
         pending.append((frame, time))
         if len(pending) == colorizer.batch_size:
             flush()
@@ -682,7 +659,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="videos: seconds of sound around each frame (default: the model's audio length)",
     )
     colorize.set_defaults(handler=colorize_command)
+
+    stability = commands.add_parser(
+        "cdc",
+        help="temporal stability of videos: colour distribution consistency (lower is steadier)",
+        description=(
+            "The colour distribution consistency (CDC) of each video: the Jensen-Shannon "
+            "divergence between the per-channel RGB histograms of frames 1, 2 and 4 apart, "
+            "averaged over channels, frame pairs and the three gaps (aiaic_jax/evaluation/"
+            "temporal.py). Give a colorized video and its reference (or several videos) to "
+            "compare them; the mean over the videos is printed last."
+        ),
+    )
+    stability.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    stability.add_argument(
+        "--json", metavar="FILE", help="also write every video's CDC, per gap, to this file"
+    )
+    stability.set_defaults(handler=cdc_command)
     return parser
+
+
+def cdc_command(args: argparse.Namespace) -> int:
+    """`aiaic cdc`: each video's CDC and per-gap values, then the mean; a video that cannot be
+    read is reported by name and left out (exit status 1)."""
+    from aiaic_jax.evaluation import temporal
+
+    measured: dict[str, temporal.Cdc] = {}
+    failed = []
+    for path in args.videos:
+        try:
+            result = temporal.video_cdc(path)
+        except media.MediaError as error:
+            print(f"aiaic cdc: {error}", file=sys.stderr)
+            failed.append(path)
+            continue
+        measured[path] = result
+        gaps = ", ".join(f"gap {g}: {v:.5f}" for g, v in result.per_gap.items())
+        value = "— (fewer than two frames)" if result.value is None else f"{result.value:.5f}"
+        print(f"{path}: CDC {value} ({result.frames} frames; {gaps or 'no pairs'})")
+    mean = temporal.mean_cdc(measured.values())
+    if len(measured) > 1 and mean is not None:
+        print(f"mean CDC over {len(measured)} videos: {mean:.5f}")
+    if args.json:
+        report = {
+            "videos": {path: result.to_json() for path, result in measured.items()},
+            "mean_cdc": mean,
+            "unreadable": failed,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import dataclasses
 import fractions
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -385,6 +385,32 @@ def _align(samples: np.ndarray, start: float | None, timeline: _Timeline) -> np.
 
 # ------------------------------------------------------------------------------------------------
 # Audio files
+
+
+def video_frames(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Every frame of the first video stream as displayed ([H, W, 3] uint8, the stream's display
+    rotation applied) with its presentation time in seconds (None when unknown)."""
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                raise MediaError(os.fspath(path), "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    continue  # a damaged packet: its frames are lost
+                for frame in decoded:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    quarter_turns = round(frame.rotation / 90) % 4
+                    if quarter_turns:
+                        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+                    yield rgb, None if frame.time is None else float(frame.time)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise MediaError(os.fspath(path), f"cannot decode ({error})") from None
 
 
 def load_audio(path: str | os.PathLike, *, max_seconds: float | None = None) -> np.ndarray:
