@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import fractions
 import importlib.util
@@ -23,7 +24,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import av
 import ml_collections
@@ -165,13 +166,31 @@ def load_colorizer(args: argparse.Namespace) -> Colorizer:
 # Images
 
 
+@contextlib.contextmanager
+def written_whole(path: str) -> Iterator[str]:
+    """A temporary name beside `path` (same extension, so the format is the same) to write to;
+    renamed to `path` when the block ends without an error, removed when it raises. An output
+    that exists is therefore complete: an interrupted run leaves none (or a hidden `.partial`
+    file that the next run replaces), never a truncated file that a rerun would keep."""
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    temporary = os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
+
+
 def save_image(path: str, rgb: np.ndarray) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     extension = os.path.splitext(path)[1].lower()
     options = {"quality": 95, "subsampling": 0} if extension in (".jpg", ".jpeg") else {}
     if extension == ".webp":
         options = {"quality": 95}
-    Image.fromarray(rgb).save(path, **options)
+    with written_whole(path) as temporary:
+        Image.fromarray(rgb).save(temporary, **options)
 
 
 def _describe_r(result: Colorized) -> str:
@@ -423,14 +442,15 @@ def colorize_video(
         if all(b > a for a, b in itertools.pairwise(relative)) and relative[0] >= 0:
             frame_times = relative  # keeps a variable frame rate and the video's start
     try:
-        media.write_video(
-            output,
-            frames_out,
-            None if soundtrack is None else soundtrack.samples,
-            fps,
-            SAMPLE_RATE if soundtrack is None else soundtrack.sample_rate,
-            frame_times=frame_times,
-        )
+        with written_whole(output) as temporary:
+            media.write_video(
+                temporary,
+                frames_out,
+                None if soundtrack is None else soundtrack.samples,
+                fps,
+                SAMPLE_RATE if soundtrack is None else soundtrack.sample_rate,
+                frame_times=frame_times,
+            )
     except (av.FFmpegError, OSError, ValueError) as error:
         raise media.MediaError(output, f"cannot write the video ({error})") from None
     if soundtrack is None:

@@ -143,6 +143,37 @@ def test_video_keeps_every_frame_its_size_and_its_sound(checkpoint, tmp_path, ca
     assert abs(media_factory.dominant_hz(kept[20000:32000]) - media_factory.tone_hz(1)) < 5
 
 
+def test_an_interrupted_write_leaves_no_output_and_a_rerun_makes_it(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A video whose encoding breaks off (here: the encoder raises after writing part of the
+    file) leaves nothing under the output's name, so the next run is not skipped as done; an
+    existing output is only replaced by a complete one."""
+    source = media_factory.colour_clip(tmp_path / "film.mp4", seconds=1, fps=8, size=(64, 48))
+    output = tmp_path / "out" / "colour.mp4"
+    write_video = media.write_video
+
+    def broken(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 1000)  # a truncated file, as a kill mid-encoding leaves
+        raise OSError("disk full")
+
+    monkeypatch.setattr(media, "write_video", broken)
+    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, source, output)
+    assert status != 0 and "disk full" in err
+    assert sorted(os.listdir(output.parent)) == []
+
+    monkeypatch.setattr(media, "write_video", write_video)
+    status, out, _ = _colorize(capsys, "--checkpoint", checkpoint, source, output)
+    assert status == 0 and "8 frames" in out
+    complete = output.read_bytes()
+
+    monkeypatch.setattr(media, "write_video", broken)
+    status, _, _ = _colorize(capsys, "--checkpoint", checkpoint, "--overwrite", source, output)
+    assert status != 0
+    assert output.read_bytes() == complete and sorted(os.listdir(output.parent)) == ["colour.mp4"]
+
+
 def test_audio_window_is_centred_on_the_frame_and_stays_inside_the_clip():
     audio = np.arange(5 * media.SAMPLE_RATE, dtype=np.int16)
     window = cli.audio_window(audio, 2.5, 1.0)
