@@ -143,35 +143,38 @@ def test_video_keeps_every_frame_its_size_and_its_sound(checkpoint, tmp_path, ca
     assert abs(media_factory.dominant_hz(kept[20000:32000]) - media_factory.tone_hz(1)) < 5
 
 
-def test_an_interrupted_write_leaves_no_output_and_a_rerun_makes_it(
-    checkpoint, tmp_path, capsys, monkeypatch
-):
-    """A video whose encoding breaks off (here: the encoder raises after writing part of the
-    file) leaves nothing under the output's name, so the next run is not skipped as done; an
-    existing output is only replaced by a complete one."""
-    source = media_factory.colour_clip(tmp_path / "film.mp4", seconds=1, fps=8, size=(64, 48))
+def test_an_interrupted_write_leaves_no_output_and_never_replaces_a_complete_one(tmp_path):
+    """Outputs (`save_image`, and `colorize_video` through the same `written_whole`) are written
+    under a temporary name and renamed when complete: a write that breaks off (here: raises after
+    writing part of the file) leaves nothing under the output's name, so a rerun is not skipped
+    as done, and an existing output is only replaced by a complete one."""
     output = tmp_path / "out" / "colour.mp4"
-    write_video = media.write_video
+    output.parent.mkdir()
 
-    def broken(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\x00" * 1000)  # a truncated file, as a kill mid-encoding leaves
-        raise OSError("disk full")
+    def interrupted():
+        with cli.written_whole(str(output)) as temporary:
+            assert os.path.dirname(temporary) == str(output.parent)
+            assert temporary.endswith(".mp4")  # the format follows the extension
+            with open(temporary, "wb") as f:
+                f.write(b"\x00" * 1000)  # a truncated file, as a kill mid-encoding leaves
+            raise OSError("disk full")
 
-    monkeypatch.setattr(media, "write_video", broken)
-    status, _, err = _colorize(capsys, "--checkpoint", checkpoint, source, output)
-    assert status != 0 and "disk full" in err
-    assert sorted(os.listdir(output.parent)) == []
+    with pytest.raises(OSError, match="disk full"):
+        interrupted()
+    assert os.listdir(output.parent) == []
 
-    monkeypatch.setattr(media, "write_video", write_video)
-    status, out, _ = _colorize(capsys, "--checkpoint", checkpoint, source, output)
-    assert status == 0 and "8 frames" in out
-    complete = output.read_bytes()
+    with cli.written_whole(str(output)) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(b"complete")
+    assert output.read_bytes() == b"complete"
+    with pytest.raises(OSError, match="disk full"):
+        interrupted()
+    assert output.read_bytes() == b"complete" and os.listdir(output.parent) == ["colour.mp4"]
 
-    monkeypatch.setattr(media, "write_video", broken)
-    status, _, _ = _colorize(capsys, "--checkpoint", checkpoint, "--overwrite", source, output)
-    assert status != 0
-    assert output.read_bytes() == complete and sorted(os.listdir(output.parent)) == ["colour.mp4"]
+    image = tmp_path / "out" / "image.jpg"
+    cli.save_image(str(image), np.full((8, 8, 3), 128, np.uint8))
+    assert _read(image).shape == (8, 8, 3)
+    assert sorted(os.listdir(output.parent)) == ["colour.mp4", "image.jpg"]
 
 
 def test_audio_window_is_centred_on_the_frame_and_stays_inside_the_clip():
