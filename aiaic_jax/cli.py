@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
-import fractions
 import importlib.util
-import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import av
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -34,12 +30,13 @@ from PIL import Image
 from aiaic_jax import compile_cache, runs
 from aiaic_jax.data import folders, media
 from aiaic_jax.data.folders import NOT_A_REGULAR_FILE
+from aiaic_jax.data.media import written_whole
+from aiaic_jax.film import HOP_SECONDS, SEGMENT_SECONDS, colorize_film
 from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
 
 SAMPLE_RATE = media.SAMPLE_RATE
 # Containers that hold H.264 video with AAC sound; other video outputs become .mp4.
 VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
-_CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 
 _COLORIZE_DESCRIPTION = """\
 Colorizes grayscale images and films with a trained AIAIC model, guided by their sound.
@@ -47,9 +44,12 @@ Colorizes grayscale images and films with a trained AIAIC model, guided by their
 INPUT is one of
   an image     (.jpg .jpeg .png .webp): its sound is --audio FILE, else an audio file with the
                same basename next to it (x.jpg + x.wav/.flac/.ogg/.mp3), else none;
-  a video      (.mp4 .mov .mkv .webm .avi ...): every frame is colorized with the sound of the
-               window centred on it (--audio_window seconds, tiled to the length the model was
-               trained with); OUTPUT is H.264 with the original sound re-encoded as AAC;
+  a video      (.mp4 .mov .mkv .webm .avi ...): streamed frame by frame; the frames of each
+               --audio_hop seconds share the sound of a window centred on them (--audio_window
+               seconds, tiled to the length the model was trained with), heard once; OUTPUT is
+               H.264 with the original sound re-encoded as AAC. It is encoded in segments
+               (--segment_seconds) kept in a hidden folder beside OUTPUT, so that a run that is
+               interrupted resumes after its last finished segment when run again;
   a folder     images (paired with audio files by basename) and videos, anywhere below it;
                OUTPUT is a folder with the same layout (a video in another container than
                .mp4/.m4v/.mov/.mkv becomes NAME.EXT.mp4). Files that cannot be read are
@@ -64,8 +64,7 @@ is the config.json training wrote beside the variables, unless --config names a 
 
 Without sound, r = 0: the model falls back to its visual backbone (Eq. 8). --mode sets r
 otherwise: by default from RNet for the full method, 1 for runs without RNet ("w/o r", e2e),
-0 for a baseline. A video's colorized frames are kept in memory until it is encoded (width x
-height x 3 bytes a frame).
+0 for a baseline. A video without sound gets r = 0 with a warning.
 
 Resolution: the model sees the picture at the resolution it was trained at
 (config.data.image_size, square). With --resize pad (the default) the picture keeps its aspect
@@ -164,23 +163,6 @@ def load_colorizer(args: argparse.Namespace) -> Colorizer:
 
 # ------------------------------------------------------------------------------------------------
 # Images
-
-
-@contextlib.contextmanager
-def written_whole(path: str) -> Iterator[str]:
-    """A temporary name beside `path` (same extension, so the format is the same) to write to;
-    renamed to `path` when the block ends without an error, removed when it raises. An output
-    that exists is therefore complete: an interrupted run leaves none (or a hidden `.partial`
-    file that the next run replaces), never a truncated file that a rerun would keep."""
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
-    temporary = os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.lexists(temporary):
-            os.remove(temporary)
 
 
 def save_image(path: str, rgb: np.ndarray) -> None:
@@ -299,178 +281,6 @@ def colorize_images(colorizer: Colorizer, jobs: Sequence[ImageJob]) -> list[str]
 # Videos
 
 
-@dataclasses.dataclass
-class Soundtrack:
-    """A video's sound on the clock of its video stream (sample 0 at the video's start)."""
-
-    samples: np.ndarray  # [N, C] int16 at `sample_rate`, the original channels (C of 1, 2, 6)
-    sample_rate: int
-    model_audio: np.ndarray  # [M] int16 16 kHz mono, what the model hears
-
-
-def read_soundtrack(path: str, video_start: float) -> Soundtrack | None:
-    """Decodes a file's first audio stream twice over: at its own rate and channels (for the
-    output) and as 16 kHz mono (for the model). None when there is no audio stream.
-
-    Channel layouts other than mono, stereo and 5.1 are mixed down to stereo.
-    """
-    try:
-        with av.open(path) as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
-            channels = stream.codec_context.channels
-            layout = _CHANNEL_LAYOUTS.get(channels, "stereo")
-            channels = 2 if channels not in _CHANNEL_LAYOUTS else channels
-            rate = stream.codec_context.sample_rate or SAMPLE_RATE
-            native = av.AudioResampler(format="s16", layout=layout, rate=rate)
-            mono = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            native_chunks, mono_chunks, start = [], [], None
-            for packet in container.demux(stream):
-                try:
-                    decoded = packet.decode()
-                except av.FFmpegError:
-                    continue  # a damaged packet: its stretch of sound is lost
-                for frame in decoded:
-                    if start is None and frame.time is not None:
-                        start = float(frame.time)
-                    native_chunks += [f.to_ndarray().reshape(-1) for f in native.resample(frame)]
-                    mono_chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
-            native_chunks += [f.to_ndarray().reshape(-1) for f in native.resample(None)]
-            mono_chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise media.MediaError(path, f"cannot decode its audio ({error})") from None
-    if not mono_chunks or sum(c.size for c in mono_chunks) == 0:
-        return None
-    offset = (start if start is not None else video_start) - video_start
-    samples = np.concatenate(native_chunks).astype(np.int16).reshape(-1, channels)
-    model_audio = np.concatenate(mono_chunks).astype(np.int16)
-    return Soundtrack(
-        samples=_shift(samples, round(offset * rate)),
-        sample_rate=rate,
-        model_audio=_shift(model_audio, round(offset * SAMPLE_RATE)),
-    )
-
-
-def _shift(samples: np.ndarray, offset: int) -> np.ndarray:
-    """Delays (offset > 0: silence first) or advances (offset < 0: cut) a sound."""
-    if offset > 0:
-        return np.concatenate([np.zeros((offset, *samples.shape[1:]), samples.dtype), samples])
-    return samples[-offset:] if offset < 0 else samples
-
-
-def audio_window(audio: np.ndarray, centre: float, seconds: float) -> np.ndarray:
-    """The `seconds` of 16 kHz audio centred on time `centre`, moved inside the clip at its ends;
-    the whole clip when it is shorter."""
-    length = round(seconds * SAMPLE_RATE)
-    if audio.size <= length:
-        return audio
-    start = round(centre * SAMPLE_RATE) - length // 2
-    start = min(max(start, 0), audio.size - length)
-    return audio[start : start + length]
-
-
-@dataclasses.dataclass
-class _VideoHeader:
-    start: float  # seconds: the first frame's time
-    fps: float
-    frames: int  # the frame count the container declares; 0 when it declares none
-
-
-def _video_header(path: str) -> _VideoHeader:
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise media.MediaError(path, "no video stream")
-            stream = container.streams.video[0]
-            start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(25)
-            return _VideoHeader(start, float(rate), max(int(stream.frames or 0), 0))
-    except media.MediaError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise media.MediaError(path, f"cannot decode ({error})") from None
-
-
-def colorize_video(
-    colorizer: Colorizer, path: str, output: str, window_seconds: float | None = None
-) -> str:
-    """Colorizes every frame of a video and writes it with its sound; returns a summary line.
-
-    Each frame hears the `window_seconds` (default: the model's audio length) of sound centred
-    on it. The output holds every colorized frame in memory until it is encoded.
-    """
-    window_seconds = window_seconds or colorizer.audio_seconds
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    except OSError as error:
-        raise media.MediaError(output, f"cannot create its folder ({error})") from None
-    header = _video_header(path)
-    start, fps = header.start, header.fps
-    soundtrack = read_soundtrack(path, start)
-    frames_out: list[np.ndarray] = []
-    times: list[float | None] = []
-    relevance: list[float] = []
-    pending: list[tuple[np.ndarray, float | None]] = []
-
-    def flush() -> None:
-        audios = []
-        for index, (_, time) in enumerate(pending):
-            if soundtrack is None:
-                audios.append(None)
-                continue
-            centre = (time - start) if time is not None else (len(frames_out) + index) / fps
-            audios.append(audio_window(soundtrack.model_audio, centre, window_seconds))
-        for result in colorizer.colorize_prepared([frame for frame, _ in pending], audios):
-            frames_out.append(result.rgb)
-            relevance.append(result.relevance)
-        times.extend(time for _, time in pending)
-        pending.clear()
-
-    for frame, time in media.video_frames(path):
-        pending.append((frame, time))
-        if len(pending) == colorizer.batch_size:
-            flush()
-    if pending:
-        flush()
-    if not frames_out:
-        raise media.MediaError(path, "no video frame could be decoded")
-
-    frame_times = None
-    if all(t is not None for t in times):
-        relative = [t - start for t in times]
-        if all(b > a for a, b in itertools.pairwise(relative)) and relative[0] >= 0:
-            frame_times = relative  # keeps a variable frame rate and the video's start
-    try:
-        with written_whole(output) as temporary:
-            media.write_video(
-                temporary,
-                frames_out,
-                None if soundtrack is None else soundtrack.samples,
-                fps,
-                SAMPLE_RATE if soundtrack is None else soundtrack.sample_rate,
-                frame_times=frame_times,
-            )
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise media.MediaError(output, f"cannot write the video ({error})") from None
-    if soundtrack is None:
-        sound = "no audio: r = 0, the backbone alone"
-    else:
-        sound = (
-            f"r mean {np.mean(relevance):.2f} (min {np.min(relevance):.2f}, "
-            f"max {np.max(relevance):.2f})"
-        )
-    summary = f"{path} -> {output}: {len(frames_out)} frames, {sound}"
-    if len(frames_out) < header.frames:
-        warning = (
-            f"{path}: only {len(frames_out)} of the {header.frames} frames its header declares "
-            "could be decoded (a damaged or cut-off file); the output is that much shorter"
-        )
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-        summary += f" (warning: {len(frames_out)} of {header.frames} frames decoded)"
-    return summary
-
-
 # ------------------------------------------------------------------------------------------------
 # The command
 
@@ -493,13 +303,14 @@ def colorize_folder(
     colorizer: Colorizer,
     root: str,
     output_root: str,
-    window_seconds: float | None,
+    film_options: dict | None = None,
     overwrite: bool = False,
 ) -> list[str]:
     """Every image (with its same-basename audio) and video below `root` (links to folders
     followed, each folder read once), into `output_root` with the same layout. Returns the
     failures; the rest is written. An output that exists is left as it is (a failure) unless
-    `overwrite`."""
+    `overwrite`. film_options: keyword arguments of `colorize_film` for the videos."""
+    film_options = film_options or {}
     output_abs = os.path.abspath(output_root)
     failures: list[str] = []
 
@@ -535,7 +346,7 @@ def colorize_folder(
     failures += colorize_images(colorizer, images)
     for path, output in videos:
         try:
-            print(colorize_video(colorizer, path, output, window_seconds), flush=True)
+            print(colorize_film(colorizer, path, output, **film_options), flush=True)
         except media.MediaError as error:
             failures.append(str(error))
             print(f"skipped {error}", file=sys.stderr, flush=True)
@@ -554,8 +365,9 @@ def colorize_command(args: argparse.Namespace) -> int:
             f"{source}: not an image ({', '.join(media.IMAGE_EXTENSIONS)}), a video "
             f"({', '.join(media.VIDEO_EXTENSIONS)}) or a folder"
         )
-    if args.audio_window is not None and args.audio_window <= 0:
-        raise CommandError(f"--audio_window must be positive, got {args.audio_window}")
+    for name in ("audio_window", "audio_hop", "segment_seconds"):
+        if (value := getattr(args, name)) is not None and value <= 0:
+            raise CommandError(f"--{name} must be positive, got {value}")
     if args.audio is not None and kind != "image":
         raise CommandError("--audio goes with a single image; a video brings its own sound")
     if args.audio is not None and not os.path.isfile(args.audio):
@@ -575,7 +387,7 @@ def colorize_command(args: argparse.Namespace) -> int:
 
     colorizer = load_colorizer(args)
     if kind == "folder":
-        failures = colorize_folder(colorizer, source, target, args.audio_window, args.overwrite)
+        failures = colorize_folder(colorizer, source, target, _film_options(args), args.overwrite)
         if failures:
             print(f"{len(failures)} files could not be colorized:", file=sys.stderr)
             for failure in failures:
@@ -589,11 +401,19 @@ def colorize_command(args: argparse.Namespace) -> int:
                 job = ImageJob(source, target, audio=folders.same_basename_audio(source))
             failures = colorize_images(colorizer, [job])
             return 1 if failures else 0
-        print(colorize_video(colorizer, source, target, args.audio_window), flush=True)
+        print(colorize_film(colorizer, source, target, **_film_options(args)), flush=True)
     except media.MediaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _film_options(args: argparse.Namespace) -> dict:
+    return {
+        "window_seconds": args.audio_window,
+        "hop_seconds": args.audio_hop,
+        "segment_seconds": args.segment_seconds,
+    }
 
 
 def _check_writable(directory: str) -> None:
@@ -677,6 +497,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="videos: seconds of sound around each frame (default: the model's audio length)",
+    )
+    colorize.add_argument(
+        "--audio_hop",
+        type=float,
+        default=HOP_SECONDS,
+        metavar="SECONDS",
+        help="videos: the frames of each stretch of this length share one sound window, heard "
+        f"once (default {HOP_SECONDS:g})",
+    )
+    colorize.add_argument(
+        "--segment_seconds",
+        type=float,
+        default=SEGMENT_SECONDS,
+        metavar="SECONDS",
+        help="videos: encoded in finished segments of about this length; an interrupted run "
+        f"resumes after the last one (default {SEGMENT_SECONDS:g})",
     )
     colorize.set_defaults(handler=colorize_command)
 

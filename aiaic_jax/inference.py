@@ -12,6 +12,11 @@ array. Sound is a waveform `[T]` or `[T, channels]` (int16, or float in [-1, 1])
 `sample_rate`; it is mixed to mono, resampled to 16 kHz and tiled or cut to the length the
 model was trained with. Without sound r = 0 and the visual backbone colours alone (Eq. 8).
 
+A sound's part of the model (spectrogram, E_a, A2V, the guidance code, RNet's audio side) runs
+once per distinct sound: `hear(sounds)` returns it, and `colorize_heard(images, heard)` colours
+any number of images with it (films reuse one window's for all the frames it covers;
+`aiaic_jax.film`). The result equals the model's joint call (tests/test_film.py).
+
 Geometry: the network runs at its training resolution S x S (`config.data.image_size`). By
 default ("pad") the picture is resized with its aspect ratio kept so that its longer side is
 S, centred, and the rest of the square is filled by mirroring the picture's edges (mirrored
@@ -32,14 +37,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from aiaic_jax import color, runs
+from aiaic_jax import color, preprocess, runs
 from aiaic_jax.data.pipeline import fit_audio
 from aiaic_jax.evaluation.variants import (
-    colorize_batch,
     load_variables,
     model_from_config,
     relevance_controls,
@@ -123,15 +128,16 @@ def full_resolution(rgb_u8: np.ndarray, ab: jax.Array, box: Box) -> np.ndarray:
 
     A picture taller than `STRIP_ROWS` is composed strip by strip (each output pixel depends on
     its own position only, so the result is the same): the memory it takes grows with its
-    width, not its area, and all tall pictures of one width bucket share one compiled shape.
+    width, not its area. Full strips of one width bucket share one compiled shape; the last,
+    shorter strip is padded to a height bucket of its own, not to a full strip.
     """
     height, width = rgb_u8.shape[:2]
-    rows = _bucket(height) if height <= STRIP_ROWS else STRIP_ROWS
     columns = _bucket(width)
     scale = np.array([height / box.height, width / box.width], np.float32)
     output = np.empty((height, width, 3), np.uint8)
-    for top in range(0, height, rows):
-        strip = rgb_u8[top : top + rows]
+    for top in range(0, height, STRIP_ROWS):
+        strip = rgb_u8[top : top + STRIP_ROWS]
+        rows = STRIP_ROWS if len(strip) == STRIP_ROWS else _bucket(len(strip))
         padded = np.pad(strip, ((0, rows - len(strip)), (0, columns - width), (0, 0)), "edge")
         translation = np.array([-box.top * scale[0] - top, -box.left * scale[1]], np.float32)
         composed = _compose(padded, ab, scale, translation)
@@ -185,16 +191,51 @@ def as_model_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))
-def _predict_ab(
+def _hear(
+    variables: Any, audio: jax.Array, *, model: AIAIC, config: ml_collections.FrozenConfigDict
+) -> tuple[jax.Array, jax.Array]:
+    """int16 [K, T] 16 kHz sounds -> (code [K, Dc], RNet audio embedding [K, d'])."""
+    spectrogram = preprocess.spectrogram(audio, config.audio)
+    return model.apply(variables, spectrogram, method=AIAIC.sound_guidance)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _colorize_heard(
     variables: Any,
-    batch: dict[str, jax.Array],
+    rgb: jax.Array,
+    code: jax.Array,
+    embedding: jax.Array,
+    has_audio: jax.Array,
     controls: dict[str, jax.Array],
     *,
     model: AIAIC,
-    config: ml_collections.FrozenConfigDict,
 ) -> tuple[jax.Array, jax.Array]:
-    ab, relevance, _ = colorize_batch(model, config, variables, batch, controls, "audio")
+    """uint8 [B, S, S, 3] frames with each one's sound (code, embedding; has_audio [B]) ->
+    (ab [B, S, S, 2], r [B]). r from RNet when `use_rnet`, else `fixed_relevance`; 0 without
+    sound. RNet does not run when no frame has sound."""
+    gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb))
+    has_audio = jnp.asarray(has_audio, bool)
+
+    def from_rnet() -> jax.Array:
+        relevance = model.apply(variables, gray_l, embedding, method=AIAIC.relevance_heard)
+        return relevance.astype(jnp.float32)
+
+    def fixed() -> jax.Array:
+        return jnp.full(has_audio.shape, controls["fixed_relevance"], jnp.float32)
+
+    use_rnet = jnp.asarray(controls["use_rnet"], bool) & jnp.any(has_audio)
+    relevance = jnp.where(has_audio, jax.lax.cond(use_rnet, from_rnet, fixed), 0.0)
+    ab = model.apply(variables, gray_l, code, relevance, method=AIAIC.colorize_heard)
     return ab, relevance
+
+
+@dataclasses.dataclass(frozen=True)
+class Heard:
+    """A sound's part of the colorization (`Colorizer.hear`), computed once and shared by
+    every image or film frame that hears it."""
+
+    code: np.ndarray  # [Dc] the guidance code c (Eq. 4) from the sound
+    embedding: np.ndarray  # [d'] RNet's audio embedding
 
 
 @dataclasses.dataclass
@@ -247,6 +288,8 @@ class Colorizer:
         self.resize = resize
         self.checkpoint: runs.Checkpoint | None = None  # set when loaded from a directory
         self.variables = jax.device_put(variables)
+        self._code_dim = int(self.model.guidance_dim)
+        self._embedding_dim = int(self.model.relevance_dim)
         self.controls = relevance_controls(
             use_rnet=mode == "auto",
             fixed_relevance=1.0 if mode == "auto" else float(mode),
@@ -346,38 +389,67 @@ class Colorizer:
     def colorize_prepared(
         self, images: Sequence[np.ndarray], audios: Sequence[np.ndarray | None]
     ) -> list[Colorized]:
-        """images: [H_i, W_i, 3] uint8 each; audios: 16 kHz mono int16 each, or None."""
+        """images: [H_i, W_i, 3] uint8 each; audios: 16 kHz mono int16 each, or None. A sound
+        shared by several images (the same array) is heard once."""
+        distinct: dict[int, int] = {}
+        sounds: list[np.ndarray] = []
+        for sound in audios:
+            if sound is not None and sound.size and id(sound) not in distinct:
+                distinct[id(sound)] = len(sounds)
+                sounds.append(sound)
+        heard = self.hear(sounds)
+        per_image = [
+            None if sound is None or not sound.size else heard[distinct[id(sound)]]
+            for sound in audios
+        ]
+        return self.colorize_heard(images, per_image)
+
+    def hear(self, audios: Sequence[np.ndarray]) -> list[Heard]:
+        """What each sound (16 kHz mono int16, tiled or cut to the model's length) gives the
+        images that hear it; `batch_size` sounds per model call."""
+        heard: list[Heard] = []
+        for start in range(0, len(audios), self.batch_size):
+            chunk = audios[start : start + self.batch_size]
+            batch = np.zeros((self.batch_size, self.num_samples), np.int16)
+            for i, sound in enumerate(chunk):
+                batch[i] = fit_audio(sound, self.num_samples)
+            code, embedding = _hear(self.variables, batch, model=self.model, config=self.config)
+            code, embedding = np.asarray(code), np.asarray(embedding)
+            heard += [Heard(code[i], embedding[i]) for i in range(len(chunk))]
+        return heard
+
+    def colorize_heard(
+        self, images: Sequence[np.ndarray], heard: Sequence[Heard | None]
+    ) -> list[Colorized]:
+        """images: [H_i, W_i, 3] uint8 each; heard: from `hear`, or None for an image without
+        sound (r = 0). `batch_size` images per model call."""
+        if len(images) != len(heard):
+            raise ValueError(f"{len(images)} images but {len(heard)} sounds")
         results: list[Colorized] = []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start : start + self.batch_size])
-            sounds = list(audios[start : start + self.batch_size])
-            boxes, ab, relevance = self._model_batch(chunk, sounds)
+            boxes, ab, relevance = self._model_batch(chunk, heard[start : start + self.batch_size])
             for i, picture in enumerate(chunk):
                 rgb = full_resolution(picture, ab[i], boxes[i])
-                has_audio = sounds[i] is not None and sounds[i].size > 0
-                results.append(Colorized(rgb, float(relevance[i]), has_audio))
+                results.append(Colorized(rgb, float(relevance[i]), heard[start + i] is not None))
         return results
 
     def _model_batch(
-        self, images: list[np.ndarray], audios: list[np.ndarray | None]
+        self, images: list[np.ndarray], heard: Sequence[Heard | None]
     ) -> tuple[list[Box], jax.Array, np.ndarray]:
         size, count = self.image_size, len(images)
         rgb = np.zeros((self.batch_size, size, size, 3), np.uint8)  # padded: one compiled shape
-        audio = np.zeros((self.batch_size, self.num_samples), np.int16)
+        code = np.zeros((self.batch_size, self._code_dim), np.float32)
+        embedding = np.zeros((self.batch_size, self._embedding_dim), np.float32)
         has_audio = np.zeros((self.batch_size,), bool)
         boxes = []
-        prepared: dict[int, np.ndarray] = {}  # a sound shared by several images, fitted once
-        for i, (image, sound) in enumerate(zip(images, audios)):
+        for i, (image, sound) in enumerate(zip(images, heard)):
             rgb[i], box = fit_to_model(image, size, self.resize)
             boxes.append(box)
-            if sound is not None and sound.size:
-                if id(sound) not in prepared:
-                    prepared[id(sound)] = fit_audio(sound, self.num_samples)
-                audio[i] = prepared[id(sound)]
-                has_audio[i] = True
-        batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
-        ab, relevance = _predict_ab(
-            self.variables, batch, self.controls, model=self.model, config=self.config
+            if sound is not None:
+                code[i], embedding[i], has_audio[i] = sound.code, sound.embedding, True
+        ab, relevance = _colorize_heard(
+            self.variables, rgb, code, embedding, has_audio, self.controls, model=self.model
         )
         return boxes, ab[:count], np.asarray(relevance)[:count]
 

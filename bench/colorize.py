@@ -10,8 +10,9 @@ each with a WAV sound of its basename (2-10 s, 44.1 kHz stereo), then times:
 - folder: `cli.colorize_folder` (decode every photo and sound, the model in batches, the
   full-resolution composition with each photo's own L, JPEG encoding), the first pass (with
   its compilations) and a second pass (warm);
-- forward: the bare jitted model call (`inference._predict_ab`) at the model's resolution and
-  `--batch_size`, on batches already in memory, warm;
+- forward: the bare jitted model call with each image's own sound (`joint_forward`, the
+  evaluation's `colorize_batch`) at the model's resolution and `--batch_size`, on batches
+  already in memory, warm;
 
 and prints images/s of each and their ratio. Model loading is not in either figure.
 """
@@ -30,7 +31,8 @@ from PIL import Image
 
 from aiaic_jax import cli, runs
 from aiaic_jax.convert.common import save_variables
-from aiaic_jax.inference import Colorizer, _predict_ab
+from aiaic_jax.evaluation.variants import colorize_batch
+from aiaic_jax.inference import Colorizer
 
 PHOTO_SIZES = (
     (640, 480),
@@ -79,6 +81,20 @@ def make_folder(
         wave = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + rng.normal(0, 0.02, t.size)
         stereo = np.repeat((wave * 32767).astype(np.int16)[:, None], 2, axis=1)
         scipy.io.wavfile.write(os.path.join(folder, f"p{index:04d}.wav"), 44100, stereo)
+
+
+def joint_forward(colorizer: Colorizer):
+    """The model's jitted call on a batch (`rgb` uint8 at the model's size, int16 `audio`,
+    `has_audio`): spectrogram, E_a, RNet and the backbone for every image, as in evaluation."""
+
+    @jax.jit
+    def forward(variables, batch, controls):
+        ab, relevance, _ = colorize_batch(
+            colorizer.model, colorizer.config, variables, batch, controls, "audio"
+        )
+        return ab, relevance
+
+    return lambda batch: forward(colorizer.variables, batch, colorizer.controls)
 
 
 def demo_run(directory: str) -> str:
@@ -141,13 +157,8 @@ def main() -> None:
             ),
             "has_audio": np.ones(args.batch_size, bool),
         }
-        forward = lambda: _predict_ab(
-            colorizer.variables,
-            batch,
-            colorizer.controls,
-            model=colorizer.model,
-            config=colorizer.config,
-        )
+        model_call = joint_forward(colorizer)
+        forward = lambda: model_call(batch)
         jax.block_until_ready(forward())
         batches = -(-args.pairs // args.batch_size)
         started = time.perf_counter()

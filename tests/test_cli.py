@@ -144,8 +144,8 @@ def test_video_keeps_every_frame_its_size_and_its_sound(checkpoint, tmp_path, ca
 
 
 def test_an_interrupted_write_leaves_no_output_and_never_replaces_a_complete_one(tmp_path):
-    """Outputs (`save_image`, and `colorize_video` through the same `written_whole`) are written
-    under a temporary name and renamed when complete: a write that breaks off (here: raises after
+    """Outputs (`save_image`, and films through the same `written_whole`) are written under a
+    temporary name and renamed when complete: a write that breaks off (here: raises after
     writing part of the file) leaves nothing under the output's name, so a rerun is not skipped
     as done, and an existing output is only replaced by a complete one."""
     output = tmp_path / "out" / "colour.mp4"
@@ -175,15 +175,6 @@ def test_an_interrupted_write_leaves_no_output_and_never_replaces_a_complete_one
     cli.save_image(str(image), np.full((8, 8, 3), 128, np.uint8))
     assert _read(image).shape == (8, 8, 3)
     assert sorted(os.listdir(output.parent)) == ["colour.mp4", "image.jpg"]
-
-
-def test_audio_window_is_centred_on_the_frame_and_stays_inside_the_clip():
-    audio = np.arange(5 * media.SAMPLE_RATE, dtype=np.int16)
-    window = cli.audio_window(audio, 2.5, 1.0)
-    assert window[0] == 2 * media.SAMPLE_RATE and window.size == media.SAMPLE_RATE
-    assert cli.audio_window(audio, 0.1, 1.0)[0] == 0
-    assert cli.audio_window(audio, 4.9, 1.0)[-1] == audio[-1]
-    assert cli.audio_window(audio[:100], 0.0, 1.0).size == 100
 
 
 def test_help_describes_the_command(capsys):

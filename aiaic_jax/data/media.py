@@ -14,6 +14,7 @@ Input that cannot be used raises `MediaError`, whose message names the file and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fractions
 import math
@@ -555,6 +556,23 @@ def is_grey(rgb: np.ndarray) -> bool:
 
 # ------------------------------------------------------------------------------------------------
 # Writing video
+
+
+@contextlib.contextmanager
+def written_whole(path: str) -> Iterator[str]:
+    """A temporary name beside `path` (same extension, so the format is the same) to write to;
+    renamed to `path` when the block ends without an error, removed when it raises. An output
+    that exists is therefore complete: an interrupted run leaves none (or a hidden `.partial`
+    file that the next run replaces), never a truncated file that a rerun would keep."""
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    temporary = os.path.join(directory, f".{stem}.partial-{os.getpid()}{extension}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
 
 
 def write_video(

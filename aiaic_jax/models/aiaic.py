@@ -230,6 +230,41 @@ class AIAIC(nn.Module):
             gray_rgb_from_l(gray_l), spectrogram, partner, train=train
         )
 
+    def sound_guidance(self, spectrogram: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """What a sound gives every image that hears it, computed once: (the code c [B, Dc] of
+        Eq. 4 from f_a^s, RNet's audio embedding f_a^r [B, d']). E_a in eval mode.
+
+        With `(code, embedding) = sound_guidance(spectrogram)`,
+        `colorize_heard(gray_l, code, relevance_heard(gray_l, embedding))` is mode "audio" on
+        the same spectrogram; a film computes the sound's part once per window and reuses it for
+        every frame the window covers."""
+        return self._run(AIAIC._sound_guidance, spectrogram)
+
+    def _sound_guidance(self, spectrogram: jax.Array) -> tuple[jax.Array, jax.Array]:
+        code = self.guidance(self._audio_semantics(spectrogram, train=False))
+        return code, self.relevance_net.embed_audio(spectrogram)
+
+    def relevance_heard(self, gray_l: jax.Array, audio_embedding: jax.Array) -> jax.Array:
+        """r [B] from RNet's image side against an audio embedding from `sound_guidance`."""
+        return self._run(
+            AIAIC._relevance_heard, gray_l, cast_kwargs={"audio_embedding": audio_embedding}
+        )
+
+    def _relevance_heard(self, gray_l: jax.Array, *, audio_embedding: jax.Array) -> jax.Array:
+        return self.relevance_net.score(gray_rgb_from_l(gray_l), audio_embedding)
+
+    def colorize_heard(self, gray_l: jax.Array, code: jax.Array, relevance: jax.Array) -> jax.Array:
+        """ab [B, H, W, 2] of gray_l guided by a code from `sound_guidance` at r = relevance [B]
+        (0: the backbone alone, Eq. 8). The backbone in eval mode."""
+        return self._run(
+            AIAIC._colorize_heard, gray_l, cast_kwargs={"code": code}, relevance=relevance
+        )
+
+    def _colorize_heard(self, gray_l: jax.Array, *, code: jax.Array, relevance: jax.Array):
+        relevance = jnp.asarray(relevance, gray_l.dtype)
+        ab, _ = self.backbone(gray_l, Guidance(code, relevance), train=False)
+        return ab
+
     def init_all(
         self, gray_l: jax.Array, color_rgb: jax.Array, spectrogram: jax.Array
     ) -> tuple[jax.Array, jax.Array, jax.Array]:

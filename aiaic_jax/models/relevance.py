@@ -93,13 +93,23 @@ class RelevanceNet(nn.Module):
         self, gray_rgb: jax.Array, spectrogram: jax.Array, *, train: bool = False
     ) -> tuple[jax.Array, jax.Array]:
         """Unit-norm embeddings (f_a^r [B, d'], f_v^r [B, d'])."""
+        return self.embed_audio(spectrogram, train=train), self.embed_image(gray_rgb)
+
+    def embed_audio(self, spectrogram: jax.Array, *, train: bool = False) -> jax.Array:
+        """f_a^r [B, d'], unit norm: the audio side alone (a film's sound window is embedded
+        once for all the frames that hear it)."""
         audio_feature = self.audio_encoder(spectrogram, train=train)  # [B, 8 * audio_width]
+        return l2_normalize(self.audio_head(audio_feature))
+
+    def embed_image(self, gray_rgb: jax.Array) -> jax.Array:
+        """f_v^r [B, d'], unit norm."""
         image_map = self.image_encoder(gray_rgb, (_IMAGE_LAYER,))[_IMAGE_LAYER]
         image_feature = jnp.mean(image_map, axis=(1, 2))  # [B, 512]
-        return (
-            l2_normalize(self.audio_head(audio_feature)),
-            l2_normalize(self.image_head(image_feature)),
-        )
+        return l2_normalize(self.image_head(image_feature))
+
+    def score(self, gray_rgb: jax.Array, audio_embedding: jax.Array) -> jax.Array:
+        """r [B] of each image with an audio embedding from `embed_audio`."""
+        return nn.sigmoid(self.logit(audio_embedding, self.embed_image(gray_rgb)))
 
     def logit(self, audio_embedding: jax.Array, image_embedding: jax.Array) -> jax.Array:
         """Eq. 9 (cosine of unit vectors) and Eq. 10 (the FC) -> logit [B]."""

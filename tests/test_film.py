@@ -1,0 +1,166 @@
+"""Films (`aiaic_jax.film`): the sound heard once per window gives what the evaluation's
+joint path gives, windows are cut from a lazily decoded sound as from the whole, and a film
+is streamed in segments that an interrupted run resumes to the same output."""
+
+import os
+
+import av
+import jax
+import numpy as np
+import pytest
+
+from aiaic_jax import film, inference
+from aiaic_jax.data import media
+from aiaic_jax.data.pipeline import fit_audio
+from aiaic_jax.evaluation.variants import colorize_batch, relevance_controls
+from aiaic_jax.inference import Colorizer
+from aiaic_jax.models.aiaic import build_model
+from tests import media_factory, tiny_model
+
+IMAGE_SIZE = 32
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def colorizer():
+    config = tiny_model.run_config(image_size=IMAGE_SIZE, audio_seconds=0.5)
+    variables = tiny_model.random_variables(build_model(config.model), IMAGE_SIZE, seed=1)
+    return Colorizer(config, variables, mode="auto", batch_size=BATCH)
+
+
+@pytest.mark.parametrize("mode", ["auto", "1"])
+def test_hearing_once_then_colorizing_equals_the_joint_path(colorizer, mode):
+    """`hear` + `colorize_heard` (films, and every image through `colorize_prepared`) against
+    `colorize_batch` (the evaluation): same ab and r, with sound, a shared sound and none."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (BATCH, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    sounds = [rng.integers(-9000, 9000, 5000, dtype=np.int16) for _ in range(2)]
+    per_image = [sounds[0], sounds[1], sounds[0], None]
+    audio = np.stack(
+        [
+            np.zeros(colorizer.num_samples, np.int16)
+            if s is None
+            else fit_audio(s, colorizer.num_samples)
+            for s in per_image
+        ]
+    )
+    has_audio = np.array([s is not None for s in per_image])
+    controls = relevance_controls(use_rnet=mode == "auto", fixed_relevance=1.0)
+    batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
+    joint = jax.jit(
+        lambda v, b, c: colorize_batch(colorizer.model, colorizer.config, v, b, c, "audio")[:2]
+    )
+    ab_joint, r_joint = joint(colorizer.variables, batch, controls)
+
+    heard = colorizer.hear(sounds)
+    code = np.stack([heard[0].code, heard[1].code, heard[0].code, np.zeros_like(heard[0].code)])
+    embedding = np.stack(
+        [
+            heard[0].embedding,
+            heard[1].embedding,
+            heard[0].embedding,
+            np.zeros_like(heard[0].embedding),
+        ]
+    )
+    ab, r = inference._colorize_heard(
+        colorizer.variables, rgb, code, embedding, has_audio, controls, model=colorizer.model
+    )
+    np.testing.assert_allclose(np.asarray(r), np.asarray(r_joint), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ab), np.asarray(ab_joint), atol=1e-3)
+    assert float(r[3]) == 0.0 and np.ptp(np.asarray(ab)) > 1.0
+
+
+def test_sound_windows_of_a_lazily_decoded_sound_are_those_of_the_whole():
+    """Window k is centred on (k + 1/2) hop, moved inside the sound at its ends; decoded in
+    chunks of any size, the windows are those cut from the whole sound."""
+    rate = media.SAMPLE_RATE
+    whole = np.arange(5 * rate + 123, dtype=np.int64).astype(np.int16)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(whole.size, 40, replace=False))
+
+    def expected(k, seconds, hop):
+        length = round(seconds * rate)
+        start = max(round((k + 0.5) * hop * rate) - length // 2, 0)
+        start = max(min(start, whole.size - length), 0)
+        return whole[start : start + length]
+
+    for seconds, hop in [(1.0, 1.0), (2.0, 0.5), (7.0, 1.0)]:
+        windows = film.SoundWindows(iter(np.split(whole, cuts)), seconds, hop)
+        for k in range(int(5.2 / hop) + 2):
+            np.testing.assert_array_equal(windows.window(k), expected(k, seconds, hop))
+    assert film.SoundWindows(iter([]), 1.0, 1.0).window(0) is None
+
+
+def _frames(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+
+
+def test_a_film_interrupted_mid_segment_resumes_to_the_same_output(
+    colorizer, tmp_path, monkeypatch, capsys
+):
+    """3 s at 10 fps in segments of 12 frames (1 s rounded up to whole batches of 4): a run
+    broken off while encoding the second segment leaves no output and one finished segment; the
+    rerun colorizes the rest only, and its output is the uninterrupted run's, byte for byte,
+    with the film's sound."""
+    source = media_factory.colour_clip(
+        tmp_path / "film.mp4", seconds=3, fps=10, size=(50, 36), sample_rate=44100, channels=2
+    )
+    whole = tmp_path / "whole.mp4"
+    summary = film.colorize_film(colorizer, source, str(whole), segment_seconds=1.0)
+    assert "30 frames" in summary and "r mean" in summary
+    assert os.listdir(tmp_path) == ["film.mp4", "whole.mp4"] or sorted(os.listdir(tmp_path)) == [
+        "film.mp4",
+        "whole.mp4",
+    ]
+
+    encoded, calls = film._encode_batch, []
+
+    def broken(encoder, frames, pts):
+        calls.append(len(frames))
+        encoder.encode(frames[0], pts[0])
+        if len(calls) == 5:  # the second batch of the second segment
+            raise KeyboardInterrupt
+        for rgb, stamp in zip(frames[1:], pts[1:]):
+            encoder.encode(rgb, stamp)
+
+    output = tmp_path / "out" / "colour.mp4"
+    monkeypatch.setattr(film, "_encode_batch", broken)
+    with pytest.raises(KeyboardInterrupt):
+        film.colorize_film(colorizer, source, str(output), segment_seconds=1.0)
+    parts = tmp_path / "out" / ".colour.mp4.parts"
+    assert not output.exists()
+    assert {"job.json", "segment-00000.mp4", "segment-00000.json"} <= set(os.listdir(parts))
+    assert "segment-00001.json" not in os.listdir(parts)
+
+    calls.clear()
+    monkeypatch.setattr(film, "_encode_batch", lambda *a: (calls.append(1), encoded(*a)))
+    assert film.colorize_film(
+        colorizer, source, str(output), segment_seconds=1.0
+    ) == summary.replace(str(whole), str(output))
+    assert len(calls) == 5  # frames 12-29 only: batches of 4, 4, 4 and 4 + 2
+    assert os.listdir(output.parent) == ["colour.mp4"]
+    assert output.read_bytes() == whole.read_bytes()
+
+    frames = _frames(output)
+    assert len(frames) == 30 and frames[0].shape == (36, 50, 3)
+    with av.open(str(output)) as container:
+        (sound,) = container.streams.audio
+        assert sound.codec_context.sample_rate == 44100 and sound.codec_context.channels == 2
+        samples = sum(frame.samples for frame in container.decode(sound))
+    assert abs(samples / 44100 - 3.0) < 0.1
+    kept = media.load_audio(output)
+    assert abs(media_factory.dominant_hz(kept[36000:44000]) - media_factory.tone_hz(2)) < 5
+
+
+def test_a_film_without_sound_is_coloured_by_the_backbone_with_one_warning(
+    colorizer, tmp_path, capsys
+):
+    source = media_factory.colour_clip(tmp_path / "mute.mkv", seconds=1, fps=10, sample_rate=None)
+    summary = film.colorize_film(colorizer, source, str(tmp_path / "mute_colour.mkv"))
+    err = capsys.readouterr().err
+    assert "no audio: r = 0" in summary and "10 frames" in summary
+    assert err.count("warning") == 1 and "no audio stream" in err
+    assert len(_frames(tmp_path / "mute_colour.mkv")) == 10
+    with av.open(str(tmp_path / "mute_colour.mkv")) as container:
+        assert not container.streams.audio
