@@ -31,7 +31,13 @@ from aiaic_jax import compile_cache, runs
 from aiaic_jax.data import folders, media
 from aiaic_jax.data.folders import NOT_A_REGULAR_FILE
 from aiaic_jax.data.media import written_whole
-from aiaic_jax.film import HOP_SECONDS, SEGMENT_SECONDS, colorize_film
+from aiaic_jax.film import (
+    CUT_THRESHOLD,
+    HOP_SECONDS,
+    SEGMENT_SECONDS,
+    SMOOTHING_SECONDS,
+    colorize_film,
+)
 from aiaic_jax.inference import RESIZE_MODES, Colorized, Colorizer
 
 SAMPLE_RATE = media.SAMPLE_RATE
@@ -47,7 +53,9 @@ INPUT is one of
   a video      (.mp4 .mov .mkv .webm .avi ...): streamed frame by frame; the frames of each
                --audio_hop seconds share the sound of a window centred on them (--audio_window
                seconds, tiled to the length the model was trained with), heard once; OUTPUT is
-               H.264 with the original sound re-encoded as AAC. It is encoded in segments
+               H.264 with the original sound re-encoded as AAC. Shots are found (--cut_threshold)
+               and r and the guidance code averaged within each (--smoothing); OUTPUT.shots.json
+               reports each shot's span, mean r and sound windows. It is encoded in segments
                (--segment_seconds) kept in a hidden folder beside OUTPUT, so that a run that is
                interrupted resumes after its last finished segment when run again;
   a folder     images (paired with audio files by basename) and videos, anywhere below it;
@@ -368,6 +376,10 @@ def colorize_command(args: argparse.Namespace) -> int:
     for name in ("audio_window", "audio_hop", "segment_seconds"):
         if (value := getattr(args, name)) is not None and value <= 0:
             raise CommandError(f"--{name} must be positive, got {value}")
+    if args.smoothing < 0:
+        raise CommandError(f"--smoothing must be at least 0, got {args.smoothing}")
+    if not 0 <= args.cut_threshold <= 1:
+        raise CommandError(f"--cut_threshold must be in [0, 1], got {args.cut_threshold}")
     if args.audio is not None and kind != "image":
         raise CommandError("--audio goes with a single image; a video brings its own sound")
     if args.audio is not None and not os.path.isfile(args.audio):
@@ -413,6 +425,8 @@ def _film_options(args: argparse.Namespace) -> dict:
         "window_seconds": args.audio_window,
         "hop_seconds": args.audio_hop,
         "segment_seconds": args.segment_seconds,
+        "smoothing_seconds": args.smoothing,
+        "cut_threshold": args.cut_threshold,
     }
 
 
@@ -513,6 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="videos: encoded in finished segments of about this length; an interrupted run "
         f"resumes after the last one (default {SEGMENT_SECONDS:g})",
+    )
+    colorize.add_argument(
+        "--smoothing",
+        type=float,
+        default=SMOOTHING_SECONDS,
+        metavar="SECONDS",
+        help="videos: time constant of the moving average of r and the guidance code within a "
+        f"shot, reset at cuts; 0 = none (default {SMOOTHING_SECONDS:g})",
+    )
+    colorize.add_argument(
+        "--cut_threshold",
+        type=float,
+        default=CUT_THRESHOLD,
+        metavar="D",
+        help="videos: a cut where the grey-level histograms of consecutive frames differ by more "
+        f"than this total variation distance, in [0, 1] (default {CUT_THRESHOLD:g})",
     )
     colorize.set_defaults(handler=colorize_command)
 

@@ -15,6 +15,14 @@ Each window's spectrogram, guidance code and RNet audio embedding are computed o
 A film without an audio stream (or whose sound cannot be decoded at all) is coloured by the
 visual backbone alone (r = 0), with one warning.
 
+Shots. A cut is where the grey-level histograms of consecutive frames differ by more than
+`cut_threshold` (total variation distance; default 0.15: on the synthetic films of bench/film.py
+and the tests, frames within a pan differ by at most 0.03 and cuts by 0.2 to 1; no real film
+was at hand to tune it on). Within a shot, r and the guidance code are averaged over time
+(`Shots`, `smoothing_seconds`), so that the colour does not jump at every sound window, and
+they restart at each cut. `OUTPUT.shots.json` lists each shot: its time span, frames, mean r
+(RNet's, and the smoothed r used) and the sound windows it heard.
+
 Output. H.264 (x264, crf 18) with the original sound re-encoded as AAC at its own rate and
 channels, in the container the output's extension names. The film is encoded in segments of
 about `segment_seconds` (whole batches), each a finished file in a hidden folder beside the
@@ -50,6 +58,9 @@ from aiaic_jax.inference import Colorizer, Heard
 SAMPLE_RATE = media.SAMPLE_RATE
 HOP_SECONDS = 1.0
 SEGMENT_SECONDS = 60.0
+CUT_THRESHOLD = 0.15  # of `histogram_distance` between consecutive frames (docs: Shots)
+SMOOTHING_SECONDS = 1.0
+HISTOGRAM_BINS = 32
 CRF = 18
 _TIME_BASE = fractions.Fraction(1, 90_000)  # of every written video stream
 _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}  # other layouts are mixed down to stereo
@@ -170,6 +181,111 @@ class SoundWindows:
 
 
 # ------------------------------------------------------------------------------------------------
+# Shots
+
+
+def grey_histogram(rgb: np.ndarray) -> np.ndarray:
+    """The normalised histogram (`HISTOGRAM_BINS` bins) of a frame's grey level (Rec. 601
+    luma; every n-th pixel in each direction, n such that at least 90 rows and columns are
+    read). A film to colour is grey: its colour carries nothing, so shots are told apart by
+    their brightness distributions."""
+    step = max(1, min(rgb.shape[:2]) // 90)
+    small = rgb[::step, ::step].astype(np.float32)
+    luma = small[..., 0] * 0.299 + small[..., 1] * 0.587 + small[..., 2] * 0.114
+    bins = np.minimum((luma * (HISTOGRAM_BINS / 256.0)).astype(np.int64), HISTOGRAM_BINS - 1)
+    counts = np.bincount(bins.ravel(), minlength=HISTOGRAM_BINS).astype(np.float64)
+    return counts / counts.sum()
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Total variation distance of two histograms, in [0, 1]: the share of pixels that would
+    have to change bin."""
+    return 0.5 * float(np.abs(np.asarray(a) - np.asarray(b)).sum())
+
+
+class Shots:
+    """Cuts, and r and the guidance code smoothed within a shot (reset at cuts).
+
+    A frame starts a new shot when the `histogram_distance` of its grey histogram to the
+    previous frame's exceeds `threshold`. Within a shot, r and the code the backbone is guided
+    with follow the per-frame r (RNet's, or the mode's) and the window's code through an
+    exponential moving average with time constant `smoothing` seconds (0: none): weight
+    1 - exp(-dt / smoothing) on the new frame, dt the time since the previous frame. A frame
+    without sound (r = 0) keeps the code and pulls r towards 0 the same way. The state and the
+    shot records are plain JSON, saved with each segment, so that a resumed film continues
+    exactly.
+    """
+
+    def __init__(self, threshold: float, smoothing: float, state: dict | None = None):
+        self.threshold = threshold
+        self.smoothing = smoothing
+        self.state = dict(state or {"shot": -1, "histogram": None, "time": None, "r": None})
+        self.state.setdefault("code", None)
+        self.pieces: dict[int, dict] = {}  # shot -> its record within the current segment
+
+    def guide(
+        self, frames: list[np.ndarray], times: list[float], windows: list[int], heard: list[bool]
+    ):
+        """The `Colorizer.colorize_heard` guide of one batch of frames (in order): their times
+        on the film's clock, sound windows and whether each has sound."""
+        starts = []
+        for rgb in frames:
+            histogram = grey_histogram(rgb)
+            previous = self.state["histogram"]
+            cut = previous is None or histogram_distance(previous, histogram) > self.threshold
+            starts.append(cut)
+            self.state["histogram"] = histogram.tolist()
+
+        def smooth(relevance: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            state = self.state
+            used_r = np.zeros_like(relevance)
+            used_codes = np.zeros_like(codes)
+            for i, (time, window, cut) in enumerate(zip(times, windows, starts)):
+                if cut:
+                    state["shot"] += 1
+                    state["r"] = state["code"] = None
+                weight = 1.0
+                if state["r"] is not None and self.smoothing > 0:
+                    weight = 1.0 - math.exp(-(time - state["time"]) / self.smoothing)
+                r = float(relevance[i])
+                state["r"] = r if state["r"] is None else state["r"] + weight * (r - state["r"])
+                if heard[i]:
+                    code = codes[i].astype(np.float64)
+                    if state["code"] is not None:
+                        previous = np.asarray(state["code"])
+                        code = previous + weight * (code - previous)
+                    state["code"] = code.tolist()
+                state["time"] = time
+                if state["code"] is not None:  # else nothing heard in this shot: r = 0
+                    used_r[i], used_codes[i] = state["r"], state["code"]
+                self._record(state["shot"], time, window, heard[i], r, float(used_r[i]))
+            return used_r, used_codes
+
+        return smooth
+
+    def _record(self, shot, time, window, heard, relevance, used) -> None:
+        piece = self.pieces.setdefault(
+            shot,
+            {"shot": shot, "start": time, "end": time, "frames": 0, "heard_frames": 0,
+             "r_sum": 0.0, "r_used_sum": 0.0, "windows": []},
+        )  # fmt: skip
+        piece["end"] = time
+        piece["frames"] += 1
+        if heard:
+            piece["heard_frames"] += 1
+            piece["r_sum"] += relevance
+            piece["r_used_sum"] += float(used)
+            if not piece["windows"] or piece["windows"][-1] != window:
+                piece["windows"].append(window)
+
+    def take_pieces(self) -> list[dict]:
+        """The shot records since the last call (a segment's), in order."""
+        pieces = [self.pieces[k] for k in sorted(self.pieces)]
+        self.pieces = {}
+        return pieces
+
+
+# ------------------------------------------------------------------------------------------------
 # Segments
 
 
@@ -182,6 +298,8 @@ class _Segment:
     relevance_min: float
     relevance_max: float
     heard_frames: int  # frames with sound (those r is taken over)
+    state: dict = dataclasses.field(default_factory=dict)  # `Shots` state at its end
+    shots: list = dataclasses.field(default_factory=list)  # `Shots` records of its frames
 
 
 class _Parts:
@@ -319,10 +437,15 @@ def colorize_film(
     window_seconds: float | None = None,
     hop_seconds: float = HOP_SECONDS,
     segment_seconds: float = SEGMENT_SECONDS,
+    cut_threshold: float = CUT_THRESHOLD,
+    smoothing_seconds: float = SMOOTHING_SECONDS,
     progress: bool | None = None,
 ) -> str:
     """Colorizes a film with its sound into `output` (module docstring); returns a summary line.
 
+    Writes the shot report `output + ".shots.json"` beside it (`Shots`: each shot's time span,
+    frames, mean r and the sound windows it heard).
+    cut_threshold, smoothing_seconds: of `Shots`.
     progress: a bar with frames/s and the time left on stderr (None: when it is a terminal).
     Raises MediaError naming the file when the film cannot be read or the output written; a
     film cut off mid-way is colorized as far as it decodes, with a warning saying where.
@@ -330,6 +453,8 @@ def colorize_film(
     window_seconds = window_seconds or colorizer.audio_seconds
     if window_seconds <= 0 or hop_seconds <= 0 or segment_seconds <= 0:
         raise ValueError("window, hop and segment lengths must be positive")
+    if smoothing_seconds < 0 or not 0 <= cut_threshold <= 1:
+        raise ValueError("smoothing_seconds is at least 0 and cut_threshold in [0, 1]")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     except OSError as error:
@@ -337,7 +462,9 @@ def colorize_film(
     header = read_header(path)
     batch = colorizer.batch_size
     segment_frames = batch * max(math.ceil(segment_seconds * header.fps / batch), 1)
-    parts = _Parts(output, _identity(colorizer, path, window_seconds, hop_seconds, segment_frames))
+    identity = _identity(colorizer, path, window_seconds, hop_seconds, segment_frames)
+    identity.update(cut_threshold=cut_threshold, smoothing_seconds=smoothing_seconds)
+    parts = _Parts(output, identity)
     try:
         done = parts.finished()
     except OSError as error:
@@ -372,6 +499,7 @@ def colorize_film(
                 del heard[k]
         return [heard[k] for k in indices]
 
+    shots = Shots(cut_threshold, smoothing_seconds, done[-1].state if done else None)
     skip = sum(segment.frames for segment in done)
     segments = list(done)
     frames = media.video_frames(path)
@@ -385,8 +513,12 @@ def colorize_film(
 
             def finish_batch() -> None:
                 nonlocal encoder
-                indices = [int(float(pts * _TIME_BASE) // hop_seconds) for _, pts in pending]
-                results = colorizer.colorize_heard([f for f, _ in pending], hear(indices))
+                pictures = [f for f, _ in pending]
+                times = [float(pts * _TIME_BASE) for _, pts in pending]
+                indices = [int(t // hop_seconds) for t in times]
+                sounds = hear(indices)
+                guide = shots.guide(pictures, times, indices, [h is not None for h in sounds])
+                results = colorizer.colorize_heard(pictures, sounds, guide=guide)
                 if encoder is None:
                     height, width = results[0].rgb.shape[:2]
                     encoder = _SegmentEncoder(
@@ -407,6 +539,7 @@ def colorize_film(
                 nonlocal encoder, current
                 encoder.close()
                 index = len(segments)
+                current.state, current.shots = dict(shots.state), shots.take_pieces()
                 os.replace(parts.video(index) + ".partial.mp4", parts.video(index))
                 parts.save(index, current)
                 segments.append(current)
@@ -444,8 +577,15 @@ def colorize_film(
         raise MediaError(path, f"has {count} frames now, fewer than a previous run colorized")
 
     _join(parts, len(segments), output, path, header)
+    report = _shot_report(path, output, header, segments, window_seconds, hop_seconds)
+    report.update(cut_threshold=cut_threshold, smoothing_seconds=smoothing_seconds)
+    try:
+        with written_whole(output + ".shots.json") as temporary, open(temporary, "w") as f:
+            json.dump(report, f, indent=1)
+    except OSError as error:
+        raise MediaError(output + ".shots.json", f"cannot write ({error})") from None
     shutil.rmtree(parts.path, ignore_errors=True)
-    return _summary(path, output, header, segments, count)
+    return _summary(path, output, header, segments, count, len(report["shots"]))
 
 
 def _join(parts: _Parts, count: int, output: str, path: str, header: VideoHeader) -> None:
@@ -511,8 +651,63 @@ class _SoundEncoder:
         self.container.mux(self.stream.encode(None))
 
 
+def _shot_report(
+    path: str,
+    output: str,
+    header: VideoHeader,
+    segments: list[_Segment],
+    window_seconds: float,
+    hop_seconds: float,
+) -> dict:
+    """Each shot's span, frames, r and sound windows, from the segments' records."""
+    merged: dict[int, dict] = {}
+    for segment in segments:
+        for piece in segment.shots:
+            shot = merged.get(piece["shot"])
+            if shot is None:
+                merged[piece["shot"]] = {**piece, "windows": list(piece["windows"])}
+                continue
+            shot["end"] = piece["end"]
+            for key in ("frames", "heard_frames", "r_sum", "r_used_sum"):
+                shot[key] += piece[key]
+            shot["windows"] += [w for w in piece["windows"] if w not in shot["windows"][-1:]]
+    shots = []
+    for shot in (merged[k] for k in sorted(merged)):
+        heard = shot["heard_frames"]
+        shots.append(
+            {
+                "shot": shot["shot"],
+                "start": round(shot["start"], 6),
+                "end": round(shot["end"] + 1 / header.fps, 6),
+                "frames": shot["frames"],
+                "frames_with_sound": heard,
+                "mean_r": round(shot["r_sum"] / heard, 4) if heard else None,
+                "mean_r_used": round(shot["r_used_sum"] / heard, 4) if heard else None,
+                "sound_windows": [
+                    [round(max((k + 0.5) * hop_seconds - window_seconds / 2, 0.0), 6),
+                     round((k + 0.5) * hop_seconds + window_seconds / 2, 6)]
+                    for k in shot["windows"]
+                ],
+            }
+        )  # fmt: skip
+    return {
+        "film": os.path.abspath(path),
+        "output": os.path.abspath(output),
+        "fps": header.fps,
+        "frames": sum(s["frames"] for s in shots),
+        "window_seconds": window_seconds,
+        "hop_seconds": hop_seconds,
+        "shots": shots,
+    }
+
+
 def _summary(
-    path: str, output: str, header: VideoHeader, segments: list[_Segment], count: int
+    path: str,
+    output: str,
+    header: VideoHeader,
+    segments: list[_Segment],
+    count: int,
+    shots: int,
 ) -> str:
     heard = sum(s.heard_frames for s in segments)
     if header.audio is None or heard == 0:
@@ -522,7 +717,7 @@ def _summary(
         low = min(s.relevance_min for s in segments if s.heard_frames)
         high = max(s.relevance_max for s in segments if s.heard_frames)
         sound = f"r mean {mean:.2f} (min {low:.2f}, max {high:.2f})"
-    summary = f"{path} -> {output}: {count} frames, {sound}"
+    summary = f"{path} -> {output}: {count} frames, {shots} shots, {sound}"
     if count < header.frames:
         warning = (
             f"{path}: only {count} of the {header.frames} frames its header declares could be "

@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -200,19 +200,18 @@ def _hear(
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _colorize_heard(
+def _relevance(
     variables: Any,
     rgb: jax.Array,
-    code: jax.Array,
     embedding: jax.Array,
     has_audio: jax.Array,
     controls: dict[str, jax.Array],
     *,
     model: AIAIC,
-) -> tuple[jax.Array, jax.Array]:
-    """uint8 [B, S, S, 3] frames with each one's sound (code, embedding; has_audio [B]) ->
-    (ab [B, S, S, 2], r [B]). r from RNet when `use_rnet`, else `fixed_relevance`; 0 without
-    sound. RNet does not run when no frame has sound."""
+) -> jax.Array:
+    """r [B] of uint8 [B, S, S, 3] frames with each one's sound (RNet audio embedding;
+    has_audio [B]): from RNet when `use_rnet`, else `fixed_relevance`; 0 without sound. RNet
+    does not run when no frame has sound."""
     gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb))
     has_audio = jnp.asarray(has_audio, bool)
 
@@ -224,9 +223,20 @@ def _colorize_heard(
         return jnp.full(has_audio.shape, controls["fixed_relevance"], jnp.float32)
 
     use_rnet = jnp.asarray(controls["use_rnet"], bool) & jnp.any(has_audio)
-    relevance = jnp.where(has_audio, jax.lax.cond(use_rnet, from_rnet, fixed), 0.0)
-    ab = model.apply(variables, gray_l, code, relevance, method=AIAIC.colorize_heard)
-    return ab, relevance
+    return jnp.where(has_audio, jax.lax.cond(use_rnet, from_rnet, fixed), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _colorize_at(
+    variables: Any, rgb: jax.Array, code: jax.Array, relevance: jax.Array, *, model: AIAIC
+) -> jax.Array:
+    """ab [B, S, S, 2] of uint8 [B, S, S, 3] frames guided by code [B, Dc] at r [B]."""
+    gray_l, _ = color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb))
+    return model.apply(variables, gray_l, code, relevance, method=AIAIC.colorize_heard)
+
+
+# A batch's r [n] from RNet (or the fixed r) and codes [n, Dc] -> the r and codes to colour with.
+Guide = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,23 +429,33 @@ class Colorizer:
         return heard
 
     def colorize_heard(
-        self, images: Sequence[np.ndarray], heard: Sequence[Heard | None]
+        self,
+        images: Sequence[np.ndarray],
+        heard: Sequence[Heard | None],
+        *,
+        guide: Guide | None = None,
     ) -> list[Colorized]:
         """images: [H_i, W_i, 3] uint8 each; heard: from `hear`, or None for an image without
-        sound (r = 0). `batch_size` images per model call."""
+        sound (r = 0). `batch_size` images per model call.
+
+        guide: called once per model call with its images' r (from RNet, or the fixed r of the
+        mode; 0 without sound) [n] and guidance codes [n, Dc]; returns the r and codes the
+        backbone is guided with (a film smooths them within a shot). Colorized.relevance is
+        the r used."""
         if len(images) != len(heard):
             raise ValueError(f"{len(images)} images but {len(heard)} sounds")
         results: list[Colorized] = []
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start : start + self.batch_size])
-            boxes, ab, relevance = self._model_batch(chunk, heard[start : start + self.batch_size])
+            sounds = heard[start : start + self.batch_size]
+            boxes, ab, relevance = self._model_batch(chunk, sounds, guide)
             for i, picture in enumerate(chunk):
                 rgb = full_resolution(picture, ab[i], boxes[i])
-                results.append(Colorized(rgb, float(relevance[i]), heard[start + i] is not None))
+                results.append(Colorized(rgb, float(relevance[i]), sounds[i] is not None))
         return results
 
     def _model_batch(
-        self, images: list[np.ndarray], heard: Sequence[Heard | None]
+        self, images: list[np.ndarray], heard: Sequence[Heard | None], guide: Guide | None
     ) -> tuple[list[Box], jax.Array, np.ndarray]:
         size, count = self.image_size, len(images)
         rgb = np.zeros((self.batch_size, size, size, 3), np.uint8)  # padded: one compiled shape
@@ -448,10 +468,14 @@ class Colorizer:
             boxes.append(box)
             if sound is not None:
                 code[i], embedding[i], has_audio[i] = sound.code, sound.embedding, True
-        ab, relevance = _colorize_heard(
-            self.variables, rgb, code, embedding, has_audio, self.controls, model=self.model
+        relevance = np.array(
+            _relevance(self.variables, rgb, embedding, has_audio, self.controls, model=self.model)
         )
-        return boxes, ab[:count], np.asarray(relevance)[:count]
+        if guide is not None:
+            guided_r, guided_code = guide(relevance[:count].copy(), code[:count].copy())
+            relevance[:count], code[:count] = guided_r, guided_code
+        ab = _colorize_at(self.variables, rgb, code, relevance, model=self.model)
+        return boxes, ab[:count], relevance[:count]
 
 
 def _is_batch_array(image: Any) -> bool:

@@ -12,8 +12,9 @@ length means the same figure for every length.
 
 Then, in this process, the model alone at the same resolution and batch on frames already in
 memory: the joint jitted call (each frame's own sound through spectrogram, E_a and RNet, as
-evaluation runs it) and the film path's per-frame call (`inference._colorize_heard`, with the
-sound's part computed once per window), and the ratio of `aiaic colorize`'s frames/s to each.
+evaluation runs it) and the film path's per-frame calls (`inference._relevance` and
+`_colorize_at`, with the sound's part computed once per window), and the ratio of `aiaic
+colorize`'s frames/s to each.
 Without --run the model is the demo's, with random weights (speed does not depend on them).
 """
 
@@ -124,14 +125,16 @@ def model_rates(run: str, batch: int, batches: int) -> dict[str, float]:
     embedding = np.repeat(heard.embedding[None], batch, axis=0)
 
     def per_frame():
-        return inference._colorize_heard(
+        relevance = inference._relevance(
             colorizer.variables,
             rgb,
-            code,
             embedding,
             np.ones(batch, bool),
             colorizer.controls,
             model=colorizer.model,
+        )
+        return inference._colorize_at(
+            colorizer.variables, rgb, code, relevance, model=colorizer.model
         )
 
     rates = {}

@@ -72,6 +72,37 @@ def colour_clip(
     return os.fspath(path)
 
 
+def panning_clip(
+    path: str | os.PathLike,
+    *,
+    shots: int = 2,
+    shot_frames: int = 15,
+    fps: float = 10,
+    size: tuple[int, int] = (64, 48),
+    sample_rate: int | None = 44100,
+    channels: int = 2,
+    seed: int = 0,
+) -> str:
+    """A film of `shots` shots, each a slow pan (a pixel a frame) across a smooth picture of its
+    own with its own brightness, with the tone track; a cut every `shot_frames` frames."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    frames = []
+    for shot in range(shots):
+        coarse = rng.uniform(0, 255, (4, 6, 3))
+        coarse = coarse * (0.3 + 0.7 * (shot % 2)) + 60 * (shot % 2)  # dark, then bright
+        picture = np.asarray(
+            Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize(
+                (width + shot_frames, height), Image.Resampling.BICUBIC
+            )
+        )
+        frames += [picture[:, i : i + width] for i in range(shot_frames)]
+    seconds = len(frames) / fps
+    audio = None if sample_rate is None else tone(seconds, sample_rate, channels)
+    media.write_video(path, frames, audio, fps, sample_rate or 16_000)
+    return os.fspath(path)
+
+
 def truncated_copy(source: str | os.PathLike, path: str | os.PathLike, keep: float = 0.5) -> str:
     """The first `keep` fraction of a file's bytes."""
     with open(source, "rb") as f:

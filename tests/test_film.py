@@ -2,6 +2,8 @@
 joint path gives, windows are cut from a lazily decoded sound as from the whole, and a film
 is streamed in segments that an interrupted run resumes to the same output."""
 
+import itertools
+import json
 import os
 
 import av
@@ -30,8 +32,9 @@ def colorizer():
 
 @pytest.mark.parametrize("mode", ["auto", "1"])
 def test_hearing_once_then_colorizing_equals_the_joint_path(colorizer, mode):
-    """`hear` + `colorize_heard` (films, and every image through `colorize_prepared`) against
-    `colorize_batch` (the evaluation): same ab and r, with sound, a shared sound and none."""
+    """`hear`, then r and the guided backbone (films, and every image through
+    `colorize_prepared`), against `colorize_batch` (the evaluation): same ab and r, with sound,
+    a shared sound and none."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (BATCH, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     sounds = [rng.integers(-9000, 9000, 5000, dtype=np.int16) for _ in range(2)]
@@ -62,9 +65,10 @@ def test_hearing_once_then_colorizing_equals_the_joint_path(colorizer, mode):
             np.zeros_like(heard[0].embedding),
         ]
     )
-    ab, r = inference._colorize_heard(
-        colorizer.variables, rgb, code, embedding, has_audio, controls, model=colorizer.model
+    r = inference._relevance(
+        colorizer.variables, rgb, embedding, has_audio, controls, model=colorizer.model
     )
+    ab = inference._colorize_at(colorizer.variables, rgb, code, r, model=colorizer.model)
     np.testing.assert_allclose(np.asarray(r), np.asarray(r_joint), atol=1e-5)
     np.testing.assert_allclose(np.asarray(ab), np.asarray(ab_joint), atol=1e-3)
     assert float(r[3]) == 0.0 and np.ptp(np.asarray(ab)) > 1.0
@@ -97,22 +101,17 @@ def _frames(path):
 
 
 def test_a_film_interrupted_mid_segment_resumes_to_the_same_output(
-    colorizer, tmp_path, monkeypatch, capsys
+    colorizer, tmp_path, monkeypatch
 ):
-    """3 s at 10 fps in segments of 12 frames (1 s rounded up to whole batches of 4): a run
-    broken off while encoding the second segment leaves no output and one finished segment; the
-    rerun colorizes the rest only, and its output is the uninterrupted run's, byte for byte,
-    with the film's sound."""
-    source = media_factory.colour_clip(
-        tmp_path / "film.mp4", seconds=3, fps=10, size=(50, 36), sample_rate=44100, channels=2
-    )
+    """Two shots of 1.5 s at 10 fps in segments of 12 frames (1 s rounded up to whole batches
+    of 4): a run broken off while encoding the second segment leaves no output and one finished
+    segment; the rerun colorizes the rest only, and its output and shot report are the
+    uninterrupted run's, byte for byte, with the film's sound."""
+    source = media_factory.panning_clip(tmp_path / "film.mp4", size=(50, 36))
     whole = tmp_path / "whole.mp4"
     summary = film.colorize_film(colorizer, source, str(whole), segment_seconds=1.0)
-    assert "30 frames" in summary and "r mean" in summary
-    assert os.listdir(tmp_path) == ["film.mp4", "whole.mp4"] or sorted(os.listdir(tmp_path)) == [
-        "film.mp4",
-        "whole.mp4",
-    ]
+    assert "30 frames, 2 shots, r mean" in summary
+    assert sorted(os.listdir(tmp_path)) == ["film.mp4", "whole.mp4", "whole.mp4.shots.json"]
 
     encoded, calls = film._encode_batch, []
 
@@ -135,12 +134,20 @@ def test_a_film_interrupted_mid_segment_resumes_to_the_same_output(
 
     calls.clear()
     monkeypatch.setattr(film, "_encode_batch", lambda *a: (calls.append(1), encoded(*a)))
-    assert film.colorize_film(
-        colorizer, source, str(output), segment_seconds=1.0
-    ) == summary.replace(str(whole), str(output))
+    resumed = film.colorize_film(colorizer, source, str(output), segment_seconds=1.0)
+    assert resumed == summary.replace(str(whole), str(output))
     assert len(calls) == 5  # frames 12-29 only: batches of 4, 4, 4 and 4 + 2
-    assert os.listdir(output.parent) == ["colour.mp4"]
+    assert sorted(os.listdir(output.parent)) == ["colour.mp4", "colour.mp4.shots.json"]
     assert output.read_bytes() == whole.read_bytes()
+
+    report = json.loads((tmp_path / "out" / "colour.mp4.shots.json").read_text())
+    assert report["shots"] == json.loads((tmp_path / "whole.mp4.shots.json").read_text())["shots"]
+    first, second = report["shots"]
+    assert (first["start"], first["end"], first["frames"]) == (0.0, 1.5, 15)
+    assert (second["start"], second["end"], second["frames"]) == (1.5, 3.0, 15)
+    assert first["sound_windows"] == [[0.25, 0.75], [1.25, 1.75]]  # windows 0 and 1 (0.5 s)
+    assert second["sound_windows"] == [[1.25, 1.75], [2.25, 2.75]]
+    assert 0 < first["mean_r"] < 1 and 0 < second["mean_r_used"] < 1
 
     frames = _frames(output)
     assert len(frames) == 30 and frames[0].shape == (36, 50, 3)
@@ -151,6 +158,63 @@ def test_a_film_interrupted_mid_segment_resumes_to_the_same_output(
     assert abs(samples / 44100 - 3.0) < 0.1
     kept = media.load_audio(output)
     assert abs(media_factory.dominant_hz(kept[36000:44000]) - media_factory.tone_hz(2)) < 5
+
+
+def test_shots_are_cut_where_the_picture_changes_and_smooth_r_and_the_code_within(tmp_path):
+    """On two panning shots: one cut, at the second shot's first frame. Within a shot r and the
+    code follow an exponential average (time constant 1 s at 10 fps: weight 1 - e^-0.1 on each
+    new frame); at the cut they restart from the frame's own; a frame without sound keeps the
+    code and pulls r towards 0; before anything is heard in a shot, r = 0."""
+    source = media_factory.panning_clip(tmp_path / "pan.mp4", size=(64, 48), sample_rate=None)
+    frames = [rgb for rgb, _ in media.video_frames(source)]
+    distances = [
+        film.histogram_distance(film.grey_histogram(a), film.grey_histogram(b))
+        for a, b in itertools.pairwise(frames)
+    ]
+    assert max(distances[:14] + distances[15:]) < film.CUT_THRESHOLD / 2
+    assert distances[14] > 2 * film.CUT_THRESHOLD
+
+    shots = film.Shots(film.CUT_THRESHOLD, smoothing=1.0)
+    times = [i / 10 for i in range(30)]
+    raw = np.array([0.2] * 10 + [0.8] * 10 + [0.5] * 10)
+    codes = np.tile(np.arange(30, dtype=np.float32)[:, None], (1, 3)) + 1
+    heard = [True] * 30
+    heard[3] = False  # a frame without sound
+    raw[3] = 0.0
+    codes[3] = 0.0
+    used_r, used_codes = [], []
+    for start in range(0, 30, 8):
+        stop = min(start + 8, 30)
+        guide = shots.guide(
+            frames[start:stop], times[start:stop], [0] * (stop - start), heard[start:stop]
+        )
+        r, c = guide(raw[start:stop].astype(np.float32), codes[start:stop].copy())
+        used_r += list(r)
+        used_codes += list(c)
+    weight = 1 - np.exp(-0.1)
+    expected_r, expected_code, r, code = [], [], None, None
+    for i in range(30):
+        if i in (0, 15):
+            r, code = raw[i], codes[i].astype(np.float64)
+        else:
+            r = r + weight * (raw[i] - r)
+            if heard[i]:
+                code = code + weight * (codes[i] - code)
+        expected_r.append(r)
+        expected_code.append(code)
+    np.testing.assert_allclose(used_r, expected_r, rtol=1e-6)
+    np.testing.assert_allclose(used_codes, expected_code, rtol=1e-6)
+    pieces = shots.take_pieces()
+    assert [(p["shot"], p["frames"], p["heard_frames"]) for p in pieces] == [
+        (0, 15, 14),
+        (1, 15, 15),
+    ]
+
+    silent = film.Shots(film.CUT_THRESHOLD, smoothing=0.0)
+    r, _ = silent.guide(frames[:2], [0.0, 0.1], [0, 0], [False, True])(
+        np.array([0.0, 0.6], np.float32), np.stack([np.zeros(3), np.ones(3)]).astype(np.float32)
+    )
+    np.testing.assert_allclose(r, [0.0, 0.6])  # no smoothing: each frame's own r
 
 
 def test_a_film_without_sound_is_coloured_by_the_backbone_with_one_warning(
