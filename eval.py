@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from aiaic_jax import compile_cache
-from aiaic_jax.evaluation import runner
+from aiaic_jax.evaluation import films, runner
 from aiaic_jax.evaluation.variants import VARIANT_NAMES
 from aiaic_jax.train import logs, parallel
 
@@ -47,6 +47,17 @@ _GRID_PAIRS = flags.DEFINE_integer(
     "grid_pairs", runner.DEFAULT_GRID_PAIRS, "Pairs shown in each split's image grid."
 )
 
+_FILMS = flags.DEFINE_integer(
+    "films",
+    0,
+    "Synthetic world only: also colorize its first N films (pans and zooms with their sound, "
+    "cuts between clips) through `aiaic colorize`'s film path and score PSNR and temporal "
+    "stability (CDC), as colorized and steadied (aiaic_jax/evaluation/films.py).",
+)
+_STEADY = flags.DEFINE_float(
+    "steady", films.STEADY_SECONDS, "Time constant of the steadied films (colorize --steady)."
+)
+
 flags.mark_flags_as_required(["workdir", "runs"])
 
 
@@ -69,6 +80,8 @@ def main(argv: list[str]) -> None:
         lpips_net=_LPIPS_NET.value,
         max_pairs=_MAX_PAIRS.value,
         grid_pairs=_GRID_PAIRS.value,
+        films=_FILMS.value,
+        steady_seconds=_STEADY.value,
     )
 
 

@@ -376,8 +376,8 @@ def colorize_command(args: argparse.Namespace) -> int:
     for name in ("audio_window", "audio_hop", "segment_seconds"):
         if (value := getattr(args, name)) is not None and value <= 0:
             raise CommandError(f"--{name} must be positive, got {value}")
-    if args.smoothing < 0:
-        raise CommandError(f"--smoothing must be at least 0, got {args.smoothing}")
+    if args.smoothing < 0 or args.steady < 0:
+        raise CommandError("--smoothing and --steady must be at least 0")
     if not 0 <= args.cut_threshold <= 1:
         raise CommandError(f"--cut_threshold must be in [0, 1], got {args.cut_threshold}")
     if args.audio is not None and kind != "image":
@@ -426,6 +426,7 @@ def _film_options(args: argparse.Namespace) -> dict:
         "hop_seconds": args.audio_hop,
         "segment_seconds": args.segment_seconds,
         "smoothing_seconds": args.smoothing,
+        "steady_seconds": args.steady,
         "cut_threshold": args.cut_threshold,
     }
 
@@ -535,6 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="videos: time constant of the moving average of r and the guidance code within a "
         f"shot, reset at cuts; 0 = none (default {SMOOTHING_SECONDS:g})",
+    )
+    colorize.add_argument(
+        "--steady",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="videos: steady the colour: each frame's mean colour follows a moving average with "
+        "this time constant within its shot, its detail kept (default 0: off)",
     )
     colorize.add_argument(
         "--cut_threshold",

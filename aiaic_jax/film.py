@@ -16,11 +16,13 @@ A film without an audio stream (or whose sound cannot be decoded at all) is colo
 visual backbone alone (r = 0), with one warning.
 
 Shots. A cut is where the grey-level histograms of consecutive frames differ by more than
-`cut_threshold` (total variation distance; default 0.15: on the synthetic films of bench/film.py
-and the tests, frames within a pan differ by at most 0.03 and cuts by 0.2 to 1; no real film
-was at hand to tune it on). Within a shot, r and the guidance code are averaged over time
-(`Shots`, `smoothing_seconds`), so that the colour does not jump at every sound window, and
-they restart at each cut. `OUTPUT.shots.json` lists each shot: its time span, frames, mean r
+`cut_threshold` (total variation distance; default 0.12: over the first 20 films of the
+synthetic world, `synthetic.render_film`, consecutive frames within a pan or zoom differ by at
+most 0.094 and cuts by 0.153 or more; in bench/film.py's films pans stay below 0.015 and cuts
+reach 0.2-0.3; no real film was at hand to tune it on). Within a shot, r and the guidance code
+are averaged over time (`Shots`, `smoothing_seconds`), so that the colour does not jump at every
+sound window, and they restart at each cut; `steady_seconds` also steadies the colour itself
+(`Shots`). `OUTPUT.shots.json` lists each shot: its time span, frames, mean r
 (RNet's, and the smoothed r used) and the sound windows it heard.
 
 Output. H.264 (x264, crf 18) with the original sound re-encoded as AAC at its own rate and
@@ -53,12 +55,12 @@ import numpy as np
 
 from aiaic_jax.data import media
 from aiaic_jax.data.media import MediaError, written_whole
-from aiaic_jax.inference import Colorizer, Heard
+from aiaic_jax.inference import Box, Colorizer, Guide, Heard, Settle
 
 SAMPLE_RATE = media.SAMPLE_RATE
 HOP_SECONDS = 1.0
 SEGMENT_SECONDS = 60.0
-CUT_THRESHOLD = 0.15  # of `histogram_distance` between consecutive frames (docs: Shots)
+CUT_THRESHOLD = 0.12  # of `histogram_distance` between consecutive frames (docs: Shots)
 SMOOTHING_SECONDS = 1.0
 HISTOGRAM_BINS = 32
 CRF = 18
@@ -204,30 +206,49 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Shots:
-    """Cuts, and r and the guidance code smoothed within a shot (reset at cuts).
+    """Cuts; r and the guidance code smoothed within a shot; optionally the colour steadied.
 
     A frame starts a new shot when the `histogram_distance` of its grey histogram to the
     previous frame's exceeds `threshold`. Within a shot, r and the code the backbone is guided
     with follow the per-frame r (RNet's, or the mode's) and the window's code through an
     exponential moving average with time constant `smoothing` seconds (0: none): weight
     1 - exp(-dt / smoothing) on the new frame, dt the time since the previous frame. A frame
-    without sound (r = 0) keeps the code and pulls r towards 0 the same way. The state and the
-    shot records are plain JSON, saved with each segment, so that a resumed film continues
-    exactly.
+    without sound (r = 0) keeps the code and pulls r towards 0 the same way.
+
+    With `steady` > 0 seconds, the colour is steadied: each frame's predicted ab (at the
+    model's resolution, over the picture's box) is shifted and scaled per channel so that its
+    mean and standard deviation follow the same kind of moving average of the frames' means and
+    deviations (time constant `steady`), restarted at cuts; where each colour lies in the frame
+    stays the frame's own. What flickers in a colorized film is mostly the overall cast and
+    saturation drifting and jumping as the view changes; this holds them and leaves moving
+    content alone.
+
+    All state and the shot records are plain JSON, saved with each segment, so that a resumed
+    film continues exactly.
     """
 
-    def __init__(self, threshold: float, smoothing: float, state: dict | None = None):
+    def __init__(
+        self, threshold: float, smoothing: float, state: dict | None = None, steady: float = 0.0
+    ):
         self.threshold = threshold
         self.smoothing = smoothing
+        self.steady = steady
         self.state = dict(state or {"shot": -1, "histogram": None, "time": None, "r": None})
         self.state.setdefault("code", None)
+        self.state.setdefault("ab_moments", None)
+        self.state.setdefault("ab_time", None)
         self.pieces: dict[int, dict] = {}  # shot -> its record within the current segment
 
-    def guide(
+    @staticmethod
+    def _weight(time_constant: float, dt: float) -> float:
+        return 1.0 if time_constant <= 0 else 1.0 - math.exp(-dt / time_constant)
+
+    def batch(
         self, frames: list[np.ndarray], times: list[float], windows: list[int], heard: list[bool]
-    ):
-        """The `Colorizer.colorize_heard` guide of one batch of frames (in order): their times
-        on the film's clock, sound windows and whether each has sound."""
+    ) -> tuple[Guide, Settle | None]:
+        """The `Colorizer.colorize_heard` guide and settle (None without `steady`) of one batch
+        of frames (in order): their times on the film's clock, sound windows and whether each
+        has sound."""
         starts = []
         for rgb in frames:
             histogram = grey_histogram(rgb)
@@ -235,6 +256,23 @@ class Shots:
             cut = previous is None or histogram_distance(previous, histogram) > self.threshold
             starts.append(cut)
             self.state["histogram"] = histogram.tolist()
+
+        def settle(ab: np.ndarray, boxes: list[Box]) -> np.ndarray:
+            state = self.state
+            for i, (time, cut, box) in enumerate(zip(times, starts, boxes)):
+                inside = ab[i, box.top : box.top + box.height, box.left : box.left + box.width]
+                values = inside.reshape(-1, 2).astype(np.float64)
+                moments = np.concatenate([values.mean(axis=0), values.std(axis=0)])
+                if cut or state["ab_moments"] is None:
+                    target = moments
+                else:
+                    previous = np.asarray(state["ab_moments"])
+                    weight = self._weight(self.steady, time - state["ab_time"])
+                    target = previous + weight * (moments - previous)
+                state["ab_moments"], state["ab_time"] = target.tolist(), time
+                scale = target[2:] / np.maximum(moments[2:], 1e-6)
+                ab[i] = ((ab[i] - moments[:2]) * scale + target[:2]).astype(np.float32)
+            return ab
 
         def smooth(relevance: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             state = self.state
@@ -245,8 +283,8 @@ class Shots:
                     state["shot"] += 1
                     state["r"] = state["code"] = None
                 weight = 1.0
-                if state["r"] is not None and self.smoothing > 0:
-                    weight = 1.0 - math.exp(-(time - state["time"]) / self.smoothing)
+                if state["r"] is not None:
+                    weight = self._weight(self.smoothing, time - state["time"])
                 r = float(relevance[i])
                 state["r"] = r if state["r"] is None else state["r"] + weight * (r - state["r"])
                 if heard[i]:
@@ -261,7 +299,7 @@ class Shots:
                 self._record(state["shot"], time, window, heard[i], r, float(used_r[i]))
             return used_r, used_codes
 
-        return smooth
+        return smooth, (settle if self.steady > 0 else None)
 
     def _record(self, shot, time, window, heard, relevance, used) -> None:
         piece = self.pieces.setdefault(
@@ -439,13 +477,15 @@ def colorize_film(
     segment_seconds: float = SEGMENT_SECONDS,
     cut_threshold: float = CUT_THRESHOLD,
     smoothing_seconds: float = SMOOTHING_SECONDS,
+    steady_seconds: float = 0.0,
     progress: bool | None = None,
 ) -> str:
     """Colorizes a film with its sound into `output` (module docstring); returns a summary line.
 
     Writes the shot report `output + ".shots.json"` beside it (`Shots`: each shot's time span,
     frames, mean r and the sound windows it heard).
-    cut_threshold, smoothing_seconds: of `Shots`.
+    cut_threshold, smoothing_seconds, steady_seconds: `Shots`' threshold, smoothing and
+    steady (0: the colour is not steadied).
     progress: a bar with frames/s and the time left on stderr (None: when it is a terminal).
     Raises MediaError naming the file when the film cannot be read or the output written; a
     film cut off mid-way is colorized as far as it decodes, with a warning saying where.
@@ -453,8 +493,8 @@ def colorize_film(
     window_seconds = window_seconds or colorizer.audio_seconds
     if window_seconds <= 0 or hop_seconds <= 0 or segment_seconds <= 0:
         raise ValueError("window, hop and segment lengths must be positive")
-    if smoothing_seconds < 0 or not 0 <= cut_threshold <= 1:
-        raise ValueError("smoothing_seconds is at least 0 and cut_threshold in [0, 1]")
+    if smoothing_seconds < 0 or steady_seconds < 0 or not 0 <= cut_threshold <= 1:
+        raise ValueError("smoothing and steady are at least 0, cut_threshold in [0, 1]")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     except OSError as error:
@@ -463,7 +503,11 @@ def colorize_film(
     batch = colorizer.batch_size
     segment_frames = batch * max(math.ceil(segment_seconds * header.fps / batch), 1)
     identity = _identity(colorizer, path, window_seconds, hop_seconds, segment_frames)
-    identity.update(cut_threshold=cut_threshold, smoothing_seconds=smoothing_seconds)
+    identity.update(
+        cut_threshold=cut_threshold,
+        smoothing_seconds=smoothing_seconds,
+        steady_seconds=steady_seconds,
+    )
     parts = _Parts(output, identity)
     try:
         done = parts.finished()
@@ -499,7 +543,9 @@ def colorize_film(
                 del heard[k]
         return [heard[k] for k in indices]
 
-    shots = Shots(cut_threshold, smoothing_seconds, done[-1].state if done else None)
+    shots = Shots(
+        cut_threshold, smoothing_seconds, done[-1].state if done else None, steady_seconds
+    )
     skip = sum(segment.frames for segment in done)
     segments = list(done)
     frames = media.video_frames(path)
@@ -517,8 +563,10 @@ def colorize_film(
                 times = [float(pts * _TIME_BASE) for _, pts in pending]
                 indices = [int(t // hop_seconds) for t in times]
                 sounds = hear(indices)
-                guide = shots.guide(pictures, times, indices, [h is not None for h in sounds])
-                results = colorizer.colorize_heard(pictures, sounds, guide=guide)
+                guide, settle = shots.batch(
+                    pictures, times, indices, [h is not None for h in sounds]
+                )
+                results = colorizer.colorize_heard(pictures, sounds, guide=guide, settle=settle)
                 if encoder is None:
                     height, width = results[0].rgb.shape[:2]
                     encoder = _SegmentEncoder(
@@ -578,7 +626,11 @@ def colorize_film(
 
     _join(parts, len(segments), output, path, header)
     report = _shot_report(path, output, header, segments, window_seconds, hop_seconds)
-    report.update(cut_threshold=cut_threshold, smoothing_seconds=smoothing_seconds)
+    report.update(
+        cut_threshold=cut_threshold,
+        smoothing_seconds=smoothing_seconds,
+        steady_seconds=steady_seconds,
+    )
     try:
         with written_whole(output + ".shots.json") as temporary, open(temporary, "w") as f:
             json.dump(report, f, indent=1)

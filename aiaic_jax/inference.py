@@ -237,6 +237,8 @@ def _colorize_at(
 
 # A batch's r [n] from RNet (or the fixed r) and codes [n, Dc] -> the r and codes to colour with.
 Guide = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# A batch's predicted ab [n, S, S, 2] and each picture's box in it -> the ab to compose with.
+Settle = Callable[[np.ndarray, list["Box"]], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,6 +436,7 @@ class Colorizer:
         heard: Sequence[Heard | None],
         *,
         guide: Guide | None = None,
+        settle: Settle | None = None,
     ) -> list[Colorized]:
         """images: [H_i, W_i, 3] uint8 each; heard: from `hear`, or None for an image without
         sound (r = 0). `batch_size` images per model call.
@@ -441,7 +444,9 @@ class Colorizer:
         guide: called once per model call with its images' r (from RNet, or the fixed r of the
         mode; 0 without sound) [n] and guidance codes [n, Dc]; returns the r and codes the
         backbone is guided with (a film smooths them within a shot). Colorized.relevance is
-        the r used."""
+        the r used. settle: called with each model call's ab at the model's resolution [n, S,
+        S, 2] and the pictures' boxes in it; returns the ab to compose the outputs from (a
+        film steadies its colour over time)."""
         if len(images) != len(heard):
             raise ValueError(f"{len(images)} images but {len(heard)} sounds")
         results: list[Colorized] = []
@@ -449,6 +454,8 @@ class Colorizer:
             chunk = list(images[start : start + self.batch_size])
             sounds = heard[start : start + self.batch_size]
             boxes, ab, relevance = self._model_batch(chunk, sounds, guide)
+            if settle is not None:
+                ab = settle(np.array(ab, np.float32), boxes)
             for i, picture in enumerate(chunk):
                 rgb = full_resolution(picture, ab[i], boxes[i])
                 results.append(Colorized(rgb, float(relevance[i]), sounds[i] is not None))

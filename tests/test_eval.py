@@ -22,9 +22,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aiaic_jax import color
 from aiaic_jax.convert.common import save_variables
-from aiaic_jax.data import pipeline
+from aiaic_jax.data import media, pipeline
+from aiaic_jax.data.builders import synthetic
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
-from aiaic_jax.evaluation import criteria, grids, runner, variants
+from aiaic_jax.evaluation import criteria, films, grids, runner, temporal, variants
 from aiaic_jax.models.aiaic import AIAIC
 from aiaic_jax.preprocess import spectrogram
 from tests import tiny_model
@@ -466,3 +467,32 @@ def test_runs_flag_names_each_training_workdir():
     assert variants.get_variant("wo_multistep").checkpoint({"e2e": "c"}) == os.path.join(
         "c", "e2e", "final"
     )
+
+
+def test_films_are_colorized_by_the_film_path_and_scored_against_their_truth(world, tmp_path):
+    """One film of the world (60 frames), `full` as colorized and steadied: PSNR is skimage's
+    per frame against the rendered truth, averaged; CDC is the output's, and the reference the
+    CDC of the film as written; results.json and results.md have them."""
+    evaluation = runner.run(
+        world["config"], tmp_path, world["runs"], variants=["full"], splits=["val"], films=1
+    )
+    results = evaluation.results["films"]
+    folder = tmp_path / "films"
+    truth = synthetic.render_film(films.world(world["config"]), 0).frames
+    assert (results["films"], results["frames"]) == (1, 60)
+    assert list(results["variants"]) == ["full"]
+    assert results["reference_cdc"] == pytest.approx(
+        temporal.video_cdc(folder / "film_000.mp4").value
+    )
+    row = results["variants"]["full"]
+    for suffix in ("", "_steady"):
+        output = folder / f"full{suffix}" / "film_000.mp4"
+        frames = [rgb for rgb, _ in media.video_frames(output)]
+        expected = np.mean([peak_signal_noise_ratio(t, f) for t, f in zip(truth, frames)])
+        assert row[f"psnr{suffix}"] == pytest.approx(expected, abs=1e-6)
+        assert row[f"cdc{suffix}"] == pytest.approx(temporal.video_cdc(output).value)
+    assert row["cdc_steady"] != row["cdc"]
+    assert json.loads((tmp_path / "results.json").read_text())["films"] == results
+    markdown = (tmp_path / "results.md").read_text()
+    assert "## films (1 synthetic films, 60 frames)" in markdown
+    assert "| full |" in markdown.split("## films")[1]

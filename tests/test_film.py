@@ -185,7 +185,7 @@ def test_shots_are_cut_where_the_picture_changes_and_smooth_r_and_the_code_withi
     used_r, used_codes = [], []
     for start in range(0, 30, 8):
         stop = min(start + 8, 30)
-        guide = shots.guide(
+        guide, settle = shots.batch(
             frames[start:stop], times[start:stop], [0] * (stop - start), heard[start:stop]
         )
         r, c = guide(raw[start:stop].astype(np.float32), codes[start:stop].copy())
@@ -211,20 +211,51 @@ def test_shots_are_cut_where_the_picture_changes_and_smooth_r_and_the_code_withi
     ]
 
     silent = film.Shots(film.CUT_THRESHOLD, smoothing=0.0)
-    r, _ = silent.guide(frames[:2], [0.0, 0.1], [0, 0], [False, True])(
+    r, _ = silent.batch(frames[:2], [0.0, 0.1], [0, 0], [False, True])[0](
         np.array([0.0, 0.6], np.float32), np.stack([np.zeros(3), np.ones(3)]).astype(np.float32)
     )
     np.testing.assert_allclose(r, [0.0, 0.6])  # no smoothing: each frame's own r
+    assert settle is None  # the colour is steadied only when asked
 
 
-def test_a_film_without_sound_is_coloured_by_the_backbone_with_one_warning(
-    colorizer, tmp_path, capsys
+def test_steadying_moves_each_frames_colour_moments_along_an_average_and_keeps_its_pattern(
+    tmp_path,
 ):
-    source = media_factory.colour_clip(tmp_path / "mute.mkv", seconds=1, fps=10, sample_rate=None)
-    summary = film.colorize_film(colorizer, source, str(tmp_path / "mute_colour.mkv"))
-    err = capsys.readouterr().err
-    assert "no audio: r = 0" in summary and "10 frames" in summary
-    assert err.count("warning") == 1 and "no audio stream" in err
-    assert len(_frames(tmp_path / "mute_colour.mkv")) == 10
-    with av.open(str(tmp_path / "mute_colour.mkv")) as container:
-        assert not container.streams.audio
+    """steady = 0.5 s at 10 fps: the mean and deviation of each ab channel over the picture's
+    box follow an exponential average (weight 1 - e^-0.2), restarted at the cut; the pattern
+    (ab standardised per frame) is untouched; the padding outside the box does not count."""
+    source = media_factory.panning_clip(tmp_path / "pan.mp4", size=(64, 48), sample_rate=None)
+    frames = [rgb for rgb, _ in media.video_frames(source)]
+    rng = np.random.default_rng(0)
+    box = inference.Box(4, 0, 24, 32)
+    pattern = rng.normal(0, 1, (30, 32, 32, 2))
+    inside = pattern[:, 4:28]
+    pattern = (pattern - inside.mean(axis=(1, 2), keepdims=True)) / inside.std(
+        axis=(1, 2), keepdims=True
+    )
+    casts = rng.normal(0, 15, (30, 2))  # the cast and saturation jump from frame to frame
+    spreads = rng.uniform(5, 15, (30, 2))
+    ab = (pattern * spreads[:, None, None] + casts[:, None, None]).astype(np.float32)
+    ab[:, :4] = 100.0  # padding, outside the box
+    shots = film.Shots(film.CUT_THRESHOLD, smoothing=1.0, steady=0.5)
+    steadied = []
+    for start in range(0, 30, 8):
+        stop = min(start + 8, 30)
+        times = [i / 10 for i in range(start, stop)]
+        _, settle = shots.batch(
+            frames[start:stop], times, [0] * (stop - start), [True] * (stop - start)
+        )
+        steadied.append(settle(ab[start:stop].copy(), [box] * (stop - start)))
+    steadied = np.concatenate(steadied)[:, 4:28]
+    weight, moments, expected = 1 - np.exp(-0.2), None, []
+    for i in range(30):
+        now = np.concatenate([casts[i], spreads[i]])
+        moments = now if i in (0, 15) else moments + weight * (now - moments)
+        expected.append(moments)
+    expected = np.array(expected)
+    means, stds = steadied.mean(axis=(1, 2)), steadied.std(axis=(1, 2))
+    np.testing.assert_allclose(means, expected[:, :2], atol=1e-3)
+    np.testing.assert_allclose(stds, expected[:, 2:], rtol=1e-4)
+    restored = (steadied - means[:, None, None]) / stds[:, None, None]
+    np.testing.assert_allclose(restored, pattern[:, 4:28], atol=1e-4)
+    assert np.std(np.diff(means, axis=0)) < 0.5 * np.std(np.diff(casts, axis=0))

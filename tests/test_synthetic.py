@@ -2,6 +2,7 @@
 
 import dataclasses
 import filecmp
+import itertools
 import os
 
 import numpy as np
@@ -304,3 +305,33 @@ def test_unusable_options_are_rejected_by_name(options):
 
 def test_registry_finds_the_builder():
     assert builder_class("synthetic") is Synthetic
+
+
+def test_films_are_deterministic_pans_and_zooms_over_val_clips_with_their_sound():
+    """A film: three shots of 20 frames at 10 fps, each on a val clip; within a shot the camera
+    moves a little each frame over one picture of the clip's hue, and the sound is the clip's
+    (its pitch tells its class)."""
+    config = SyntheticConfig(name="films", image_size=32, val_pairs=16)
+    film = world.render_film(config, 3)
+    again = world.render_film(config, 3)
+    assert len(film.frames) == 60 and film.fps == 10
+    assert all(a.shape == (32, 32, 3) and a.dtype == np.uint8 for a in film.frames)
+    assert all(np.array_equal(a, b) for a, b in zip(film.frames, again.frames))
+    assert np.array_equal(film.audio, again.audio)
+    assert film.audio.shape == (3 * 2 * 16000,)
+    assert [s["motion"] for s in film.shots] == ["pan", "zoom", "pan"]
+    assert [s["first_frame"] for s in film.shots] == [0, 20, 40]
+    for shot in film.shots:
+        frames = film.frames[shot["first_frame"] : shot["first_frame"] + 20]
+        lab = color.rgb2lab(np.stack(frames))
+        hue = np.rad2deg(np.arctan2(lab[..., 2].mean(), lab[..., 1].mean())) % 360
+        info = world.classes(config)[shot["label"]]
+        assert shot["label"] == world.clip_latents(config, "val", shot["clip"]).label
+        assert abs((hue - info.hue_deg + 180) % 360 - 180) < 12
+        steps = [np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(frames)]
+        assert 0 < max(steps) < 20  # it moves, slowly
+        second = film.audio[(shot["first_frame"] // 10) * 16000 :][:16000]
+        spectrum = np.abs(np.fft.rfft(second * np.hanning(second.size)))
+        peak = np.fft.rfftfreq(second.size, 1 / 16000)[spectrum[: second.size // 4].argmax()]
+        assert abs(np.log2(peak / info.f0_hz)) < 0.2  # the loudest partial below 4 kHz: f0
+    assert not np.array_equal(world.render_film(config, 4).frames[0], film.frames[0])

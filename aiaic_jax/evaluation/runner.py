@@ -42,6 +42,7 @@ from aiaic_jax import color
 from aiaic_jax import runs as run_dirs
 from aiaic_jax.data import pipeline
 from aiaic_jax.evaluation import criteria as criteria_lib
+from aiaic_jax.evaluation import films as film_split
 from aiaic_jax.evaluation import grids, metrics, tables
 from aiaic_jax.evaluation.results import METRICS, SplitEvaluation
 from aiaic_jax.evaluation.variants import (
@@ -309,6 +310,8 @@ def run(
     max_pairs: int | None = None,
     grid_pairs: int = DEFAULT_GRID_PAIRS,
     criteria: Sequence[criteria_lib.Criterion] = (),
+    films: int = 0,
+    steady_seconds: float = film_split.STEADY_SECONDS,
 ) -> Evaluation:
     """Evaluates every variant whose checkpoint exists on every split; writes the results.
 
@@ -319,6 +322,9 @@ def run(
     `config.data.eval_splits`; max_pairs: only the first pairs of each split (a quick look;
     the numbers are then not the paper's protocol); grid_pairs: pairs shown per grid;
     criteria: checked on the results (results.json "criteria"; e.g. `criteria.DEMO_CRITERIA`).
+    films: with a synthetic world, also colorize and score its first `films` films
+    (`films.evaluate`: PSNR and CDC, as colorized and steadied by `steady_seconds`; results.json
+    "films"); process 0 alone runs them.
     """
     found, skipped = find_checkpoints(runs, variants)
     writer = jax.process_index() == 0
@@ -374,6 +380,19 @@ def run(
     mechanisms = criteria_lib.mechanisms(evaluations)
     if mechanisms is not None:
         results["mechanisms"] = mechanisms
+    sections = []
+    if films and writer:
+        start = time.perf_counter()
+        results["films"] = film_split.evaluate(
+            os.fspath(workdir),
+            runs,
+            config,
+            films=films,
+            variants=[v for v in found if v in film_split.FILM_VARIANTS],
+            steady_seconds=steady_seconds,
+        )
+        sections.append(film_split.markdown(results["films"]))
+        _log(f"films: {films} films in {time.perf_counter() - start:.1f} s")
     checked = criteria_lib.check(criteria, results)
     if checked:
         results["criteria"] = checked
@@ -386,7 +405,7 @@ def run(
         split_names,
         skipped,
         target_colorfulness,
-        sections=criteria_lib.markdown(mechanisms, checked),
+        sections="\n".join([criteria_lib.markdown(mechanisms, checked), *sections]),
     )
     if writer:
         _write(workdir, results, markdown, evaluations)
