@@ -637,7 +637,8 @@ def colorize_film(
     except OSError as error:
         raise MediaError(output + ".shots.json", f"cannot write ({error})") from None
     shutil.rmtree(parts.path, ignore_errors=True)
-    return _summary(path, output, header, segments, count, len(report["shots"]))
+    stopped = float(last_pts * _TIME_BASE)
+    return _summary(path, output, header, segments, count, len(report["shots"]), stopped)
 
 
 def _join(parts: _Parts, count: int, output: str, path: str, header: VideoHeader) -> None:
@@ -760,6 +761,7 @@ def _summary(
     segments: list[_Segment],
     count: int,
     shots: int,
+    stopped: float,
 ) -> str:
     heard = sum(s.heard_frames for s in segments)
     if header.audio is None or heard == 0:
@@ -773,7 +775,8 @@ def _summary(
     if count < header.frames:
         warning = (
             f"{path}: only {count} of the {header.frames} frames its header declares could be "
-            "decoded (a damaged or cut-off file); the output is that much shorter"
+            f"decoded (a damaged or cut-off file): decoding stopped at {stopped:.2f} s; the "
+            "output is that much shorter"
         )
         print(f"warning: {warning}", file=sys.stderr, flush=True)
         summary += f" (warning: {count} of {header.frames} frames decoded)"

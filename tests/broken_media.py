@@ -241,7 +241,7 @@ def write_corpus(root: str | os.PathLike) -> list[Entry]:
         Entry(
             "cut_off.mp4",
             Expect(True, has_audio=True, warning="truncated"),
-            Expect(True, has_audio=True, warning="frames its header declares"),
+            Expect(True, has_audio=True, warning="decoding stopped at"),
         )
     )
 
