@@ -1,9 +1,11 @@
 """The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound;
-`aiaic cdc` measures how steady a video's colours are.
+`aiaic export` writes a colorizer that runs without this code; `aiaic cdc` measures how steady
+a video's colours are.
 
     aiaic colorize --checkpoint runs/demo/full film.mp4 film_colour.mp4
     aiaic colorize --checkpoint W/full --stage baseline photos/ out/
     aiaic colorize --checkpoint W/full/stage3/final --audio street.wav street.jpg street_c.jpg
+    aiaic export --checkpoint runs/demo/full exported/
     aiaic cdc film_colour.mp4 film_reference.mp4 [--json cdc.json]
 
 A thin layer over `aiaic_jax.inference.Colorizer`: it parses the command line and reads and
@@ -555,6 +557,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     colorize.set_defaults(handler=colorize_command)
 
+    export = commands.add_parser(
+        "export",
+        help="write a trained colorizer as StableHLO files that run without this code",
+        description=(
+            "Writes OUTPUT/colorizer.jax and OUTPUT/spectrogram.jax (serialized StableHLO, "
+            "jax.export, the weights inside, any batch size) and OUTPUT/manifest.json. "
+            "aiaic_jax/exported.py loads and runs them with jax alone: (grey L at the model's "
+            "resolution, the sound's spectrogram, has_audio) -> (ab, r). See "
+            "aiaic_jax/export.py."
+        ),
+    )
+    export.add_argument("output", metavar="OUTPUT", help="the folder to write")
+    export.add_argument(
+        "--checkpoint", required=True, metavar="DIR", help="as for colorize: a run, stage or final"
+    )
+    export.add_argument("--stage", metavar="NAME", help="with a run directory: the stage")
+    export.add_argument("--config", metavar="FILE", help="as for colorize")
+    export.add_argument(
+        "--mode",
+        choices=("auto", "1", "0"),
+        default=None,
+        help="how r is set in the exported program (default: as colorize sets it for the run)",
+    )
+    export.add_argument(
+        "--platforms",
+        default="cpu",
+        metavar="LIST",
+        help="comma-separated platforms the program is lowered for (default cpu; e.g. cpu,cuda)",
+    )
+    export.set_defaults(handler=export_command, batch_size=1, resize="pad")
+
     stability = commands.add_parser(
         "cdc",
         help="temporal stability of videos: colour distribution consistency (lower is steadier)",
@@ -572,6 +605,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stability.set_defaults(handler=cdc_command)
     return parser
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """`aiaic export`: the colorizer's programs and manifest into OUTPUT."""
+    from aiaic_jax import export
+
+    colorizer = load_colorizer(args)
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        manifest = export.export_colorizer(
+            colorizer, args.output, platforms=platforms, source=colorizer.checkpoint.path
+        )
+    except OSError as error:
+        raise CommandError(f"{args.output}: cannot write the export ({error})") from None
+    except ValueError as error:  # e.g. a platform jax cannot lower for
+        raise CommandError(str(error)) from None
+    sizes = sum(os.path.getsize(os.path.join(args.output, f)) for f in os.listdir(args.output))
+    print(
+        f"{colorizer.checkpoint.path} -> {args.output}: mode {manifest['mode']}, "
+        f"{manifest['image_size']}x{manifest['image_size']}, {', '.join(platforms)}, "
+        f"{sizes / 1e6:.1f} MB"
+    )
+    return 0
 
 
 def cdc_command(args: argparse.Namespace) -> int:

@@ -355,7 +355,9 @@ class SpectralNormConv(nn.Module):
             kernel = output_order(kernel)
             bias = output_order(bias) if bias is not None else None
         # Divide whichever is smaller, the kernel or the output, by sigma (the same function).
-        output_size = np.prod(x.shape[:-1]) * self.features // self.strides**2  # about
+        output_size = np.prod(x.shape[1:-1]) * self.features // self.strides**2  # about
+        if isinstance(x.shape[0], int):
+            output_size *= x.shape[0]  # a symbolic batch (jax.export): one picture's
         scale_output = output_size < kernel.size
         if not scale_output:
             kernel = kernel / sigma

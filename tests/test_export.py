@@ -1,0 +1,109 @@
+"""`aiaic export`: the exported StableHLO colorizer gives what the colorizer gives in process,
+for any batch size and without sound, and runs without the project's model code."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aiaic_jax import cli, color, exported, inference, preprocess, runs
+from aiaic_jax.convert.common import save_variables
+from aiaic_jax.inference import Colorizer
+from aiaic_jax.models.aiaic import build_model
+from tests import tiny_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """A run directory (stage3/final and its config.json), exported by the command."""
+    root = tmp_path_factory.mktemp("export")
+    config = tiny_model.run_config(image_size=SIZE, audio_seconds=0.5)
+    variables = tiny_model.random_variables(build_model(config.model), SIZE, seed=2)
+    stage = root / "run" / "stage3"
+    save_variables(stage / "final", variables)
+    (stage / "config.json").write_text(runs.config_document(config, {"name": "stage3"}))
+    status = cli.main(["export", "--checkpoint", str(root / "run"), str(root / "out")])
+    assert status == 0
+    return root
+
+
+def _inputs(colorizer, count, seed):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (count, SIZE, SIZE, 3), np.uint8)
+    audio = rng.integers(-9000, 9000, (count, colorizer.num_samples)).astype(np.int16)
+    has_audio = np.arange(count) % 3 != 2  # every third pair without sound
+    return rgb, audio, has_audio
+
+
+def test_the_export_gives_the_in_process_colorization(export_dir):
+    """A batch of 4 with sound and without (the loader's test runs a batch of 2: the batch is
+    symbolic)."""
+    count = 4
+    colorizer = Colorizer.from_run(export_dir / "run", batch_size=count)
+    loaded = exported.load(export_dir / "out")
+    rgb, audio, has_audio = _inputs(colorizer, count, seed=count)
+    spectrogram = loaded.spectrogram(audio)
+    np.testing.assert_allclose(
+        spectrogram, preprocess.spectrogram(audio, colorizer.config.audio), atol=1e-5
+    )
+    gray_l = np.asarray(color.rgb_to_l_ab(color.rgb_uint8_to_float(rgb))[0])
+    ab, r = loaded(gray_l, spectrogram, has_audio)
+
+    heard = colorizer.hear(list(audio))
+    code = np.stack([h.code if a else np.zeros_like(h.code) for h, a in zip(heard, has_audio)])
+    embedding = np.stack([h.embedding for h in heard])
+    expected_r = inference._relevance(
+        colorizer.variables, rgb, embedding, has_audio, colorizer.controls, model=colorizer.model
+    )
+    expected_ab = inference._colorize_at(
+        colorizer.variables, rgb, code, expected_r, model=colorizer.model
+    )
+    assert ab.shape == (count, SIZE, SIZE, 2) and r.shape == (count,)
+    print("max |ab - in process|", np.abs(ab - expected_ab).max())
+    np.testing.assert_allclose(r, expected_r, atol=1e-5)
+    np.testing.assert_allclose(ab, expected_ab, atol=1e-3)
+    assert np.all(r[~has_audio] == 0) and np.all(r[has_audio] > 0) and np.ptp(ab) > 1
+
+
+def test_the_manifest_describes_the_programs(export_dir):
+    manifest = json.loads((export_dir / "out" / exported.MANIFEST).read_text())
+    assert manifest["image_size"] == SIZE and manifest["audio_samples"] == 8000
+    assert manifest["mode"] == "auto" and manifest["platforms"] == ["cpu"]
+    assert manifest["source"].endswith(os.path.join("run", "stage3", "final"))
+    assert manifest["inputs"]["gray_l"][:4] == ["B", SIZE, SIZE, 1]
+
+
+def test_the_loader_runs_without_the_model_code(export_dir):
+    """In a fresh interpreter: load and run the export; neither the project's models nor flax
+    are imported."""
+    code = (
+        "import sys, numpy as np\n"
+        "from aiaic_jax.exported import load\n"
+        f"c = load({str(export_dir / 'out')!r})\n"
+        "spec = c.spectrogram(np.zeros((2, c.audio_samples), np.int16))\n"
+        "ab, r = c(np.full((2, c.image_size, c.image_size, 1), 50, np.float32), spec,"
+        " np.array([True, False]))\n"
+        "assert ab.shape == (2, c.image_size, c.image_size, 2) and r[1] == 0, (ab.shape, r)\n"
+        "loaded = [m for m in sys.modules if m.startswith(('aiaic_jax.models', 'flax'))]\n"
+        "assert not loaded, loaded\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_folder_that_is_not_an_export_is_named(tmp_path):
+    with pytest.raises(ValueError, match="not a readable aiaic export"):
+        exported.load(tmp_path)
