@@ -1,11 +1,12 @@
 """The `aiaic` command line: `aiaic colorize` colorizes images, folders and videos with sound;
-`aiaic export` writes a colorizer that runs without this code; `aiaic cdc` measures how steady
-a video's colours are.
+`aiaic export` writes a colorizer that runs without this code; `aiaic serve` shows it on a
+local web page; `aiaic cdc` measures how steady a video's colours are.
 
     aiaic colorize --checkpoint runs/demo/full film.mp4 film_colour.mp4
     aiaic colorize --checkpoint W/full --stage baseline photos/ out/
     aiaic colorize --checkpoint W/full/stage3/final --audio street.wav street.jpg street_c.jpg
     aiaic export --checkpoint runs/demo/full exported/
+    aiaic serve --checkpoint runs/demo/full --port 8000
     aiaic cdc film_colour.mp4 film_reference.mp4 [--json cdc.json]
 
 A thin layer over `aiaic_jax.inference.Colorizer`: it parses the command line and reads and
@@ -588,6 +589,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(handler=export_command, batch_size=1, resize="pad")
 
+    page = commands.add_parser(
+        "serve",
+        help="a local web page: drop a photo with its sound, or a video, and see it colourised",
+        description=(
+            "Serves a page on http://HOST:PORT/ where a photo (with an optional sound file) or a "
+            "short video is colourised with the model, shown beside its grey input with the r "
+            "the model gave the sound, with a download link (aiaic_jax/serve.py). Binds to "
+            "127.0.0.1 unless --host says otherwise."
+        ),
+    )
+    page.add_argument("--checkpoint", required=True, metavar="DIR", help="as for colorize")
+    page.add_argument("--stage", metavar="NAME", help="with a run directory: the stage")
+    page.add_argument("--config", metavar="FILE", help="as for colorize")
+    page.add_argument("--mode", choices=("auto", "1", "0"), default=None, help="as for colorize")
+    page.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    page.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    page.add_argument(
+        "--max_upload_mb", type=float, default=50.0, metavar="MB", help="largest upload (50)"
+    )
+    page.set_defaults(handler=serve_command, batch_size=8, resize="pad")
+
     stability = commands.add_parser(
         "cdc",
         help="temporal stability of videos: colour distribution consistency (lower is steadier)",
@@ -628,6 +650,29 @@ def export_command(args: argparse.Namespace) -> int:
         f"{manifest['image_size']}x{manifest['image_size']}, {', '.join(platforms)}, "
         f"{sizes / 1e6:.1f} MB"
     )
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """`aiaic serve`: the page until interrupted."""
+    from aiaic_jax import serve
+
+    colorizer = load_colorizer(args)
+    try:
+        server, service = serve.serve(
+            colorizer, args.host, args.port, args.max_upload_mb, colorizer.checkpoint.path
+        )
+    except OSError as error:
+        raise CommandError(f"cannot listen on {args.host}:{args.port} ({error})") from None
+    host, port = server.server_address[:2]
+    print(f"aiaic serve: http://{host}:{port}/ ({colorizer.checkpoint.path}); Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.close()
     return 0
 
 

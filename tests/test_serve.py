@@ -1,0 +1,147 @@
+"""`aiaic serve`: the page and its answers over HTTP, with a tiny model on a free local port.
+
+Photos with and without sound, a video, and uploads that must get a message, not a crash: a
+text file named .png, an unknown kind of file, an unreadable sound, an upload over the limit.
+(The page's script is exercised in a real browser by no test yet.)
+"""
+
+import base64
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiaic_jax import runs, serve
+from aiaic_jax.convert.common import save_variables
+from aiaic_jax.inference import Colorizer
+from aiaic_jax.models.aiaic import build_model
+from tests import media_factory, tiny_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    config = tiny_model.run_config(image_size=SIZE, audio_seconds=0.5)
+    variables = tiny_model.random_variables(build_model(config.model), SIZE, seed=1)
+    stage = root / "run" / "stage3"
+    save_variables(stage / "final", variables)
+    (stage / "config.json").write_text(runs.config_document(config, {"name": "stage3"}))
+    colorizer = Colorizer.from_run(root / "run", batch_size=4)
+    http, service = serve.serve(colorizer, port=0, max_upload_mb=2, model="tiny test model")
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    host, port = http.server_address[:2]
+    yield f"http://{host}:{port}", root
+    http.shutdown()
+    http.server_close()
+    service.close()
+
+
+def _post(url, files):
+    """POST multipart/form-data; returns (status, JSON answer)."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for field, (name, data) in files.items():
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+                f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url + "/colorize",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _image(data_url):
+    assert data_url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def _files(root):
+    photo = root / "photo.png"
+    media_factory.save_image(photo, media_factory.colourful_image((48, 40), seed=5))
+    sound = root / "photo.wav"
+    media_factory.audio_file(sound, media_factory.tone(0.5, 22050)[:, 0], 22050)
+    return photo.read_bytes(), sound.read_bytes()
+
+
+def test_the_page_has_the_form(server):
+    url, _ = server
+    with urllib.request.urlopen(url + "/", timeout=60) as response:
+        page = response.read().decode()
+    assert response.status == 200 and 'name="picture"' in page and 'name="sound"' in page
+
+
+def test_a_photo_with_its_sound_comes_back_coloured_beside_its_grey_input(server):
+    url, root = server
+    photo, sound = _files(root)
+    status, answer = _post(url, {"picture": ("street.png", photo), "sound": ("street.wav", sound)})
+    assert status == 200, answer
+    grey, result = _image(answer["input"]), _image(answer["result"])
+    assert grey.shape == result.shape == (40, 48, 3)
+    assert np.ptp(grey.astype(int), axis=-1).max() <= 1  # grey
+    assert np.abs(result.astype(int) - grey).max() > 5  # coloured
+    assert 0 < answer["r"] < 1 and answer["has_audio"] and "note" not in answer
+
+
+def test_a_photo_without_sound_says_it_used_the_visual_path(server):
+    url, root = server
+    photo, _ = _files(root)
+    status, answer = _post(url, {"picture": ("street.png", photo)})
+    assert status == 200 and answer["r"] == 0 and "visual path" in answer["note"]
+
+
+def test_a_video_comes_back_as_a_link_to_the_colourised_film(server):
+    url, root = server
+    film = media_factory.colour_clip(root / "clip.mp4", seconds=1, fps=8, sample_rate=16000)
+    with open(film, "rb") as f:
+        status, answer = _post(url, {"picture": ("clip.mp4", f.read())})
+    assert status == 200, answer
+    assert answer["kind"] == "video" and answer["has_audio"] and "8 frames" in answer["summary"]
+    with urllib.request.urlopen(url + answer["result_url"], timeout=60) as response:
+        assert response.headers["Content-Type"] == "video/mp4" and len(response.read()) > 1000
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "message"),
+    [
+        ({"picture": ("fake.png", b"this is text, not a picture")}, 400, "not a readable image"),
+        ({"picture": ("notes.txt", b"text")}, 400, "not a photo"),
+        ({}, 400, "choose a photo or a video"),
+        ({"picture": ("big.png", b"\0" * 2_100_000)}, 413, "the limit is 2 MB"),
+    ],
+)
+def test_bad_uploads_get_a_message_and_the_server_goes_on(server, files, status, message):
+    url, root = server
+    got, answer = _post(url, files)
+    assert got == status and message in answer["error"], answer
+    photo, _ = _files(root)
+    assert _post(url, {"picture": ("again.png", photo)})[0] == 200
+
+
+def test_an_unreadable_sound_is_named(server):
+    url, root = server
+    photo, _ = _files(root)
+    status, answer = _post(
+        url, {"picture": ("p.png", photo), "sound": ("broken.wav", b"RIFF not a sound")}
+    )
+    assert status == 400 and "broken.wav: not a readable sound" in answer["error"]
