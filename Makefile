@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test test-learning lint format bench clean
+.PHONY: demo test test-learning test-browser lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: $(VENV)/.installed-dev
 # That the method learns: every stage of the tiny model, then its evaluation (about 3 minutes).
 test-learning: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m learning tests/test_learning.py
+
+# The page of `aiaic serve` in headless chromium (Debian's chromium and chromedriver, installed
+# with apt-get when missing).
+test-browser: $(VENV)/.installed-dev
+	command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+		(apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver)
+	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check aiaic_jax tests bench configs train.py eval.py

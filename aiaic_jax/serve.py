@@ -180,6 +180,7 @@ PAGE = """<!doctype html>
 body {{ font-family: sans-serif; max-width: 980px; margin: 2em auto; color: #222; }}
 .pair {{ display: flex; gap: 1em; }} .pair figure {{ margin: 0; flex: 1; }}
 .pair img, .pair video {{ width: 100%; }} #error {{ color: #a00; }} #note {{ color: #555; }}
+[hidden] {{ display: none !important; }}
 </style></head><body>
 <h1>Colourise a grey photo with its sound</h1>
 <p>Model: {model}. A photo (jpg, png, webp) with an optional sound (wav, flac, ogg, mp3), or a

@@ -2,13 +2,12 @@
 
 Photos with and without sound, a video, and uploads that must get a message, not a crash: a
 text file named .png, an unknown kind of file, an unreadable sound, an upload over the limit.
-(The page's script is exercised in a real browser by no test yet.)
+(tests/test_browser.py drives the page's script in a real browser: `make test-browser`.)
 """
 
 import base64
 import io
 import json
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -17,32 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aiaic_jax import runs, serve
-from aiaic_jax.convert.common import save_variables
-from aiaic_jax.inference import Colorizer
-from aiaic_jax.models.aiaic import build_model
-from tests import media_factory, tiny_model
-
-SIZE = 32
+from tests import media_factory, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    config = tiny_model.run_config(image_size=SIZE, audio_seconds=0.5)
-    variables = tiny_model.random_variables(build_model(config.model), SIZE, seed=1)
-    stage = root / "run" / "stage3"
-    save_variables(stage / "final", variables)
-    (stage / "config.json").write_text(runs.config_document(config, {"name": "stage3"}))
-    colorizer = Colorizer.from_run(root / "run", batch_size=4)
-    http, service = serve.serve(colorizer, port=0, max_upload_mb=2, model="tiny test model")
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    host, port = http.server_address[:2]
-    yield f"http://{host}:{port}", root
-    http.shutdown()
-    http.server_close()
-    service.close()
+    with serving.tiny_server(root) as url:
+        yield url, root
 
 
 def _post(url, files):
