@@ -30,48 +30,38 @@ def colorizer():
     return Colorizer(config, variables, mode="auto", batch_size=BATCH)
 
 
-@pytest.mark.parametrize("mode", ["auto", "1"])
-def test_hearing_once_then_colorizing_equals_the_joint_path(colorizer, mode):
+def test_hearing_once_then_colorizing_equals_the_joint_path(colorizer):
     """`hear`, then r and the guided backbone (films, and every image through
     `colorize_prepared`), against `colorize_batch` (the evaluation): same ab and r, with sound,
-    a shared sound and none."""
+    a shared sound and none, with r from RNet and with r fixed at 1."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (BATCH, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     sounds = [rng.integers(-9000, 9000, 5000, dtype=np.int16) for _ in range(2)]
     per_image = [sounds[0], sounds[1], sounds[0], None]
+    silence = np.zeros(colorizer.num_samples, np.int16)
     audio = np.stack(
-        [
-            np.zeros(colorizer.num_samples, np.int16)
-            if s is None
-            else fit_audio(s, colorizer.num_samples)
-            for s in per_image
-        ]
+        [silence if s is None else fit_audio(s, colorizer.num_samples) for s in per_image]
     )
     has_audio = np.array([s is not None for s in per_image])
-    controls = relevance_controls(use_rnet=mode == "auto", fixed_relevance=1.0)
     batch = {"rgb": rgb, "audio": audio, "has_audio": has_audio}
     joint = jax.jit(
         lambda v, b, c: colorize_batch(colorizer.model, colorizer.config, v, b, c, "audio")[:2]
     )
-    ab_joint, r_joint = joint(colorizer.variables, batch, controls)
-
     heard = colorizer.hear(sounds)
-    code = np.stack([heard[0].code, heard[1].code, heard[0].code, np.zeros_like(heard[0].code)])
-    embedding = np.stack(
-        [
-            heard[0].embedding,
-            heard[1].embedding,
-            heard[0].embedding,
-            np.zeros_like(heard[0].embedding),
-        ]
-    )
-    r = inference._relevance(
-        colorizer.variables, rgb, embedding, has_audio, controls, model=colorizer.model
-    )
-    ab = inference._colorize_at(colorizer.variables, rgb, code, r, model=colorizer.model)
-    np.testing.assert_allclose(np.asarray(r), np.asarray(r_joint), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(ab), np.asarray(ab_joint), atol=1e-3)
-    assert float(r[3]) == 0.0 and np.ptp(np.asarray(ab)) > 1.0
+    order = [heard[0], heard[1], heard[0]]
+    code = np.stack([h.code for h in order] + [np.zeros_like(heard[0].code)])
+    embedding = np.stack([h.embedding for h in order] + [np.zeros_like(heard[0].embedding)])
+    for use_rnet in (True, False):
+        controls = relevance_controls(use_rnet=use_rnet, fixed_relevance=1.0)
+        ab_joint, r_joint = joint(colorizer.variables, batch, controls)
+        r = inference._relevance(
+            colorizer.variables, rgb, embedding, has_audio, controls, model=colorizer.model
+        )
+        ab = inference._colorize_at(colorizer.variables, rgb, code, r, model=colorizer.model)
+        np.testing.assert_allclose(np.asarray(r), np.asarray(r_joint), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(ab), np.asarray(ab_joint), atol=1e-3)
+        assert float(r[3]) == 0.0 and np.ptp(np.asarray(ab)) > 1.0
+        assert (float(r[0]) == 1.0) != use_rnet
 
 
 def test_sound_windows_of_a_lazily_decoded_sound_are_those_of_the_whole():
@@ -259,3 +249,16 @@ def test_steadying_moves_each_frames_colour_moments_along_an_average_and_keeps_i
     restored = (steadied - means[:, None, None]) / stds[:, None, None]
     np.testing.assert_allclose(restored, pattern[:, 4:28], atol=1e-4)
     assert np.std(np.diff(means, axis=0)) < 0.5 * np.std(np.diff(casts, axis=0))
+
+
+def test_a_film_without_sound_is_coloured_by_the_backbone_with_one_warning(
+    colorizer, tmp_path, capsys
+):
+    source = media_factory.colour_clip(tmp_path / "mute.mkv", seconds=1, fps=10, sample_rate=None)
+    summary = film.colorize_film(colorizer, source, str(tmp_path / "mute_colour.mkv"))
+    err = capsys.readouterr().err
+    assert "no audio: r = 0" in summary and "10 frames" in summary
+    assert err.count("warning") == 1 and "no audio stream" in err
+    assert len(_frames(tmp_path / "mute_colour.mkv")) == 10
+    with av.open(str(tmp_path / "mute_colour.mkv")) as container:
+        assert not container.streams.audio
