@@ -154,9 +154,14 @@ class SoundWindows:
         self._base = 0  # the sample index of _buffer[0]
         self._ended = False
 
-    def _fill(self, end: int) -> None:
+    def _fill(self, start: int, end: int) -> None:
+        """Decodes until sample `end` is known (or the sound ends), keeping only what a window
+        starting at `start` can use: from `start`, or the last window length before the
+        end of what is known (where the sound may end). Memory stays a few windows long even
+        when the first window asked for is far into the sound (a resumed film)."""
         parts = [self._buffer]
         known = self._base + self._buffer.size
+        held = self._buffer.size
         while known < end and not self._ended:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -164,21 +169,30 @@ class SoundWindows:
                 break
             parts.append(chunk.reshape(-1))
             known += chunk.size
+            held += chunk.size
+            if held > 8 * self._length + (1 << 16):  # consolidate and drop what is not needed
+                self._buffer, parts = np.concatenate(parts), []
+                self._keep(min(start, known - self._length))
+                parts, held = [self._buffer], self._buffer.size
         if len(parts) > 1:
             self._buffer = np.concatenate(parts)
+
+    def _keep(self, first: int) -> None:
+        """Drops the samples before sample `first`."""
+        first = min(max(first, self._base), self._base + self._buffer.size)
+        self._buffer = self._buffer[first - self._base :]
+        self._base = first
 
     def window(self, k: int) -> np.ndarray | None:
         """Window k's samples (fewer when the whole sound is shorter), None without sound."""
         centre = round((k + 0.5) * self._hop * SAMPLE_RATE)
         start = max(centre - self._length // 2, 0)
-        self._fill(start + self._length)
+        self._fill(start, start + self._length)
         total = self._base + self._buffer.size
         if self._ended and start + self._length > total:
             start = max(total - self._length, 0)
         samples = self._buffer[start - self._base : start - self._base + self._length].copy()
-        keep_from = max(start - self._length, self._base)  # the end may move a window back
-        self._buffer = self._buffer[keep_from - self._base :]
-        self._base = keep_from
+        self._keep(start - self._length)  # the end may move a later window back
         return samples if samples.size else None
 
 

@@ -84,6 +84,14 @@ def test_sound_windows_of_a_lazily_decoded_sound_are_those_of_the_whole():
             np.testing.assert_array_equal(windows.window(k), expected(k, seconds, hop))
     assert film.SoundWindows(iter([]), 1.0, 1.0).window(0) is None
 
+    # A resumed film asks first for a window far into a long sound (decoded and dropped on the
+    # way), then one past the end: the sound's last second.
+    long = np.tile(whole, 12)  # about a minute
+    windows = film.SoundWindows(iter(np.split(long, range(1000, long.size, 1000))), 1.0, 1.0)
+    start = 40 * rate
+    np.testing.assert_array_equal(windows.window(40), long[start : start + rate])
+    np.testing.assert_array_equal(windows.window(100), long[-rate:])
+
 
 def _frames(path):
     with av.open(str(path)) as container:
