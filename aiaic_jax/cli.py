@@ -445,6 +445,21 @@ def _check_writable(directory: str) -> None:
         raise CommandError(f"{directory}: the output folder is not writable")
 
 
+def _model_arguments(parser: argparse.ArgumentParser, mode_help: str) -> None:
+    """The model options of export and serve, read by `load_colorizer` as colorize's are."""
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="DIR", help="as for colorize: a run, stage or final"
+    )
+    parser.add_argument("--stage", metavar="NAME", help="with a run directory: the stage")
+    parser.add_argument("--config", metavar="FILE", help="as for colorize")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "1", "0"),
+        default=None,
+        help=f"{mode_help} (default: as colorize sets it for the run)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiaic",
@@ -570,17 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     export.add_argument("output", metavar="OUTPUT", help="the folder to write")
-    export.add_argument(
-        "--checkpoint", required=True, metavar="DIR", help="as for colorize: a run, stage or final"
-    )
-    export.add_argument("--stage", metavar="NAME", help="with a run directory: the stage")
-    export.add_argument("--config", metavar="FILE", help="as for colorize")
-    export.add_argument(
-        "--mode",
-        choices=("auto", "1", "0"),
-        default=None,
-        help="how r is set in the exported program (default: as colorize sets it for the run)",
-    )
+    _model_arguments(export, "how r is set in the exported program")
     export.add_argument(
         "--platforms",
         default="cpu",
@@ -599,10 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
             "127.0.0.1 unless --host says otherwise."
         ),
     )
-    page.add_argument("--checkpoint", required=True, metavar="DIR", help="as for colorize")
-    page.add_argument("--stage", metavar="NAME", help="with a run directory: the stage")
-    page.add_argument("--config", metavar="FILE", help="as for colorize")
-    page.add_argument("--mode", choices=("auto", "1", "0"), default=None, help="as for colorize")
+    _model_arguments(page, "how r is set")
     page.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     page.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
     page.add_argument(

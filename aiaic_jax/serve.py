@@ -76,8 +76,8 @@ def _png_data(rgb: np.ndarray) -> str:
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
-    gray_l = np.asarray(color.l_from_rgb_uint8(rgb))
-    return np.asarray(color.l_ab_to_rgb_uint8(gray_l, np.zeros((*rgb.shape[:2], 2), np.float32)))
+    """What the model sees of a picture: its L as a grey image."""
+    return np.asarray(color.rgb_float_to_uint8(color.gray_rgb_from_l(color.l_from_rgb_uint8(rgb))))
 
 
 class Service:

@@ -28,8 +28,8 @@ sys.path.insert(0, ROOT)
 from bench.colorize import _photo, demo_run  # noqa: E402
 
 
-def _peak_mb(argv: list[str]) -> float:
-    """Peak RSS in MB of a child process running `argv` (it must exit 0)."""
+def run_cli(argv: list[str]) -> tuple[float, str]:
+    """(peak RSS in MB, stdout) of a child process running `aiaic ARGV` (it must exit 0)."""
     code = (
         "import runpy, sys; sys.argv = sys.argv[1:]; "
         "status = 0\n"
@@ -47,9 +47,9 @@ def _peak_mb(argv: list[str]) -> float:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"colorize failed: {done.stderr[-2000:]}")
+        raise RuntimeError(f"aiaic {argv[0]} failed: {done.stderr[-2000:]}")
     line = [x for x in done.stdout.splitlines() if x.startswith("peak_kb")][-1]
-    return int(line.split()[1]) / 1024
+    return int(line.split()[1]) / 1024, done.stdout
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
             wave = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
             scipy.io.wavfile.write(photo[:-4] + ".wav", 16000, wave)
             output = os.path.join(scratch, f"out{width}x{height}.jpg")
-            peak = _peak_mb(["colorize", "--checkpoint", run, photo, output])
+            peak, _ = run_cli(["colorize", "--checkpoint", run, photo, output])
             first = peak if first is None else first
             print(f"{width}x{height}: peak RSS {peak:.0f} MB (+{peak - first:.0f} MB)", flush=True)
 

@@ -24,7 +24,6 @@ import argparse
 import fractions
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.colorize import demo_run, joint_forward  # noqa: E402
+from bench.colorize_memory import run_cli  # noqa: E402
 
 
 def write_film(path: str, seconds: float, fps: int, size: tuple[int, int], seed: int = 0) -> int:
@@ -83,29 +83,11 @@ def write_film(path: str, seconds: float, fps: int, size: tuple[int, int], seed:
 
 def colorize_in_child(run: str, film: str, output: str, batch: int) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB, summary line) of `aiaic colorize` in a fresh process."""
-    code = (
-        "import runpy, sys; sys.argv = sys.argv[1:]; status = 0\n"
-        "try:\n    runpy.run_module('aiaic_jax.cli', run_name='__main__')\n"
-        "except SystemExit as e:\n    status = e.code or 0\n"
-        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM:')][0]\n"
-        "print('peak_kb', hwm.split()[1])\n"
-        "sys.exit(status)"
-    )
     argv = ["colorize", "--checkpoint", run, "--batch_size", str(batch), film, output]
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, "aiaic", *argv],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        check=False,
-    )
+    peak, stdout = run_cli(argv)
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"colorize failed: {done.stderr[-2000:]}")
-    lines = done.stdout.splitlines()
-    peak = int([x for x in lines if x.startswith("peak_kb")][-1].split()[1]) / 1024
-    return wall, peak, [x for x in lines if " -> " in x][-1]
+    return wall, peak, [x for x in stdout.splitlines() if " -> " in x][-1]
 
 
 def model_rates(run: str, batch: int, batches: int) -> dict[str, float]:
