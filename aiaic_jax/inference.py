@@ -475,14 +475,15 @@ class Colorizer:
             boxes.append(box)
             if sound is not None:
                 code[i], embedding[i], has_audio[i] = sound.code, sound.embedding, True
-        relevance = np.array(
-            _relevance(self.variables, rgb, embedding, has_audio, self.controls, model=self.model)
+        relevance = _relevance(
+            self.variables, rgb, embedding, has_audio, self.controls, model=self.model
         )
-        if guide is not None:
+        if guide is not None:  # r comes to the host only when a guide changes it
+            relevance = np.array(relevance)
             guided_r, guided_code = guide(relevance[:count].copy(), code[:count].copy())
             relevance[:count], code[:count] = guided_r, guided_code
         ab = _colorize_at(self.variables, rgb, code, relevance, model=self.model)
-        return boxes, ab[:count], relevance[:count]
+        return boxes, ab[:count], np.asarray(relevance)[:count]
 
 
 def _is_batch_array(image: Any) -> bool:
