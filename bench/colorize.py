@@ -97,13 +97,15 @@ def joint_forward(colorizer: Colorizer):
     return lambda batch: forward(colorizer.variables, batch, colorizer.controls)
 
 
-def demo_run(directory: str) -> str:
-    """A run directory with the demo model's freshly initialised variables (stage3)."""
+def demo_run(directory: str, config_name: str = "demo") -> str:
+    """A run directory with freshly initialised variables (stage3) of a model in configs/
+    (`config_name`: `demo`, or e.g. `ddcolor_tiny` for DDColor-T at 256)."""
+    import importlib
+
     from aiaic_jax.models.aiaic import build_model
     from aiaic_jax.train import loop
-    from configs import demo
 
-    config = demo.get_config()
+    config = importlib.import_module(f"configs.{config_name}").get_config()
     variables = loop.init_model_variables(build_model(config.model), config)
     stage = os.path.join(directory, "stage3")
     save_variables(os.path.join(stage, "final"), variables)

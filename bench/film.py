@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/film.py                             # 1 and 10 min, the demo model
     PYTHONPATH=. python bench/film.py --minutes 1 --run runs/demo/full --size 640x360
+    PYTHONPATH=. python bench/film.py --minutes 0.25 --config ddcolor_tiny --model_batches 8
 
 Writes a film of each length (`--size`, `--fps`; a slow pan over a smooth picture with a cut
 every 20 s, and a stereo 44.1 kHz soundtrack whose tone changes every second), streamed to the
@@ -15,7 +16,8 @@ memory: the joint jitted call (each frame's own sound through spectrogram, E_a a
 evaluation runs it) and the film path's per-frame calls (`inference._relevance` and
 `_colorize_at`, with the sound's part computed once per window), and the ratio of `aiaic
 colorize`'s frames/s to each.
-Without --run the model is the demo's, with random weights (speed does not depend on them).
+Without --run the model is the demo's, or that of `--config` (a module of configs/), with random
+weights (speed does not depend on them).
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ def model_rates(run: str, batch: int, batches: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a training run (default: the demo model, random weights)")
+    parser.add_argument(
+        "--config", default="demo", help="without --run: the model of configs/<name>.py"
+    )
     parser.add_argument("--minutes", default="1,10", help="film lengths, comma-separated")
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--fps", type=int, default=24)
@@ -146,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
         os.makedirs(folder, exist_ok=True)
-        run = args.run or demo_run(os.path.join(scratch, "run"))
+        run = args.run or demo_run(os.path.join(scratch, "run"), args.config)
         rows = []
         for minutes in [float(m) for m in args.minutes.split(",")]:
             film = os.path.join(folder, f"film_{minutes:g}min.mp4")
