@@ -19,7 +19,7 @@ from aiaic_jax.convert.common import CheckpointMismatch, restore_variables, save
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.train import checkpoint, loop, pipelines
 from tests import tiny_model
-from tests.tiny_training import IMAGE_SIZE, build_data, tiny_config
+from tests.tiny_training import IMAGE_SIZE, build_data, get_config, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,39 +174,34 @@ def test_a_nonfinite_loss_stops_naming_the_step_and_saves_nothing_after_it(full_
     assert not checkpoint.is_complete(tmp_path, "stage2")
 
 
-def _train_command(data_dir, workdir, stage, steps):
-    return [
-        sys.executable,
-        "train.py",
-        f"--config=tests/tiny_training.py:{data_dir}",
-        f"--workdir={workdir}",
-        f"--stage={stage}",
-        f"--config.stages.stage2.num_steps={steps}",
-        "--config.train.checkpoint_every=2",
-        "--config.train.log_every=3",
-    ]
-
-
-def _environment(cache_dir):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    # The three runs compile the same step: the persistent cache compiles it once.
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    return env
+KILL_STEPS, KILL_OPTIONS = 6, dict(checkpoint_every=2, log_every=3)
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_bit_identical(full_run, data_dir, tmp_path):
+    """train.py's stage 2, SIGKILLed after its first checkpoint and run again, ends with the same
+    bits as an uninterrupted run of the same config here. (All three take the step the full run
+    compiled from the session's compilation cache, tests/conftest.py.)"""
     workdir, _, _ = full_run
-    steps = 6
-    env = _environment(tmp_path / "jax_cache")
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
     for target in (uninterrupted, interrupted):
         _copy_finals(workdir, target, ["stage1"])
-    command = lambda w: _train_command(data_dir, w, "2", steps)
-    subprocess.run(command(uninterrupted), cwd=ROOT, env=env, check=True, capture_output=True)
+    config = get_config(data_dir)
+    config.stages.stage2.num_steps = KILL_STEPS
+    config.train.update(KILL_OPTIONS)
+    loop.run(config, str(uninterrupted), "2")
 
+    command = [
+        sys.executable,
+        "train.py",
+        f"--config=tests/tiny_training.py:{data_dir}",
+        f"--workdir={interrupted}",
+        "--stage=2",
+        f"--config.stages.stage2.num_steps={KILL_STEPS}",
+        *(f"--config.train.{key}={value}" for key, value in KILL_OPTIONS.items()),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     process = subprocess.Popen(
-        command(interrupted), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     first_checkpoint = interrupted / "stage2" / "checkpoints" / "2"
     deadline = time.monotonic() + 120
@@ -217,15 +212,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_bit_identical(full_run, data_d
     process.wait()
     assert not checkpoint.is_complete(interrupted, "stage2"), "killed too late"
     # A save cut short leaves only a temporary directory, which the restart must ignore.
-    (interrupted / "stage2" / "checkpoints" / f"{steps}.orbax-checkpoint-tmp-1").mkdir()
+    (interrupted / "stage2" / "checkpoints" / f"{KILL_STEPS}.orbax-checkpoint-tmp-1").mkdir()
 
-    subprocess.run(command(interrupted), cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
     expected, resumed = _final(uninterrupted, "stage2"), _final(interrupted, "stage2")
     assert expected.keys() == resumed.keys()
     assert not _changed(expected, resumed)
     assert _changed(_final(workdir, "stage1"), resumed)  # it did train
     metrics = (interrupted / "stage2" / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(metrics[-1])["step"] == steps
+    assert json.loads(metrics[-1])["step"] == KILL_STEPS
 
 
 def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(
