@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.colorize import demo_run  # noqa: E402
+from bench.colorize import random_run  # noqa: E402
 from tests import broken_media  # noqa: E402
 
 
@@ -102,7 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = os.path.join(scratch, "corpus")
         entries = broken_media.write_corpus(root)
-        run = args.run or demo_run(os.path.join(scratch, "run"))
+        run = args.run or random_run(os.path.join(scratch, "run"))
         results = [
             _build(entries, root, scratch, args.timeout),
             _colorize(entries, root, run, scratch, args.timeout),

@@ -20,6 +20,7 @@ and prints images/s of each and their ratio. Model loading is not in either figu
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import tempfile
 import time
@@ -97,11 +98,9 @@ def joint_forward(colorizer: Colorizer):
     return lambda batch: forward(colorizer.variables, batch, colorizer.controls)
 
 
-def demo_run(directory: str, config_name: str = "demo") -> str:
+def random_run(directory: str, config_name: str = "demo") -> str:
     """A run directory with freshly initialised variables (stage3) of a model in configs/
     (`config_name`: `demo`, or e.g. `ddcolor_tiny` for DDColor-T at 256)."""
-    import importlib
-
     from aiaic_jax.models.aiaic import build_model
     from aiaic_jax.train import loop
 
@@ -129,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
-        run = args.run or demo_run(os.path.join(scratch, "run"))
+        run = args.run or random_run(os.path.join(scratch, "run"))
         folder = os.path.join(scratch, "photos")
         started = time.perf_counter()
         make_folder(folder, args.pairs, args.sizes, args.photo_scale, distinct=args.distinct)

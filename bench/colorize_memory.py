@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.colorize import _photo, demo_run  # noqa: E402
+from bench.colorize import _photo, random_run  # noqa: E402
 
 
 def run_cli(argv: list[str]) -> tuple[float, str]:
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as scratch:
-        run = args.run or demo_run(os.path.join(scratch, "run"))
+        run = args.run or random_run(os.path.join(scratch, "run"))
         first = None
         for text in args.sizes.split(","):
             width, height = (int(v) for v in text.split("x"))

@@ -38,7 +38,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.colorize import demo_run, joint_forward  # noqa: E402
+from bench.colorize import joint_forward, random_run  # noqa: E402
 from bench.colorize_memory import run_cli  # noqa: E402
 
 
@@ -134,7 +134,7 @@ def model_rates(run: str, batch: int, batches: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a training run (default: the demo model, random weights)")
+    parser.add_argument("--run", help="a training run (default: --config's model, random weights)")
     parser.add_argument(
         "--config", default="demo", help="without --run: the model of configs/<name>.py"
     )
@@ -151,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
         os.makedirs(folder, exist_ok=True)
-        run = args.run or demo_run(os.path.join(scratch, "run"), args.config)
+        run = args.run or random_run(os.path.join(scratch, "run"), args.config)
         rows = []
         for minutes in [float(m) for m in args.minutes.split(",")]:
             film = os.path.join(folder, f"film_{minutes:g}min.mp4")
