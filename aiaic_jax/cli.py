@@ -620,10 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
             "divergence between the per-channel RGB histograms of frames 1, 2 and 4 apart, "
             "averaged over channels, frame pairs and the three gaps (aiaic_jax/evaluation/"
             "temporal.py). Give a colorized video and its reference (or several videos) to "
-            "compare them; the mean over the videos is printed last."
+            "compare them; the mean over the videos is printed last. With --shots, pairs of "
+            "frames across a cut are left out, as the literature measures clips of one shot."
         ),
     )
     stability.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    stability.add_argument(
+        "--shots",
+        action="store_true",
+        help="within shots only: cuts found as `aiaic colorize` finds them (--cut_threshold)",
+    )
+    stability.add_argument(
+        "--cut_threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="with --shots: grey-histogram distance of consecutive frames that makes a cut "
+        "(default: colorize's, 0.12)",
+    )
     stability.add_argument(
         "--json", metavar="FILE", help="also write every video's CDC, per gap, to this file"
     )
@@ -683,11 +697,20 @@ def cdc_command(args: argparse.Namespace) -> int:
     read is reported by name and left out (exit status 1)."""
     from aiaic_jax.evaluation import temporal
 
+    if args.cut_threshold is not None and not args.shots:
+        raise CommandError("--cut_threshold is for --shots")
+    threshold = None
+    if args.shots:
+        from aiaic_jax import film
+
+        threshold = film.CUT_THRESHOLD if args.cut_threshold is None else args.cut_threshold
+        if not 0 <= threshold <= 1:
+            raise CommandError(f"--cut_threshold {threshold}: a distance in [0, 1]")
     measured: dict[str, temporal.Cdc] = {}
     failed = []
     for path in args.videos:
         try:
-            result = temporal.video_cdc(path)
+            result = temporal.video_cdc(path, cut_threshold=threshold)
         except media.MediaError as error:
             print(f"aiaic cdc: {error}", file=sys.stderr)
             failed.append(path)
@@ -702,6 +725,8 @@ def cdc_command(args: argparse.Namespace) -> int:
     if args.json:
         report = {
             "videos": {path: result.to_json() for path, result in measured.items()},
+            "within_shots": args.shots,
+            "cut_threshold": threshold,
             "mean_cdc": mean,
             "unreadable": failed,
         }

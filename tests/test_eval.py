@@ -481,8 +481,12 @@ def test_films_are_colorized_by_the_film_path_and_scored_against_their_truth(wor
     truth = synthetic.render_film(films.world(world["config"]), 0).frames
     assert (results["films"], results["frames"]) == (1, 60)
     assert list(results["variants"]) == ["full"]
+    cuts = [20, 40]  # three shots of 2 s at 10 fps
     assert results["reference_cdc"] == pytest.approx(
         temporal.video_cdc(folder / "film_000.mp4").value
+    )
+    assert results["reference_cdc_shots"] == pytest.approx(
+        temporal.video_cdc(folder / "film_000.mp4", cut_threshold=0.12).value
     )
     row = results["variants"]["full"]
     for suffix in ("", "_steady"):
@@ -491,7 +495,11 @@ def test_films_are_colorized_by_the_film_path_and_scored_against_their_truth(wor
         expected = np.mean([peak_signal_noise_ratio(t, f) for t, f in zip(truth, frames)])
         assert row[f"psnr{suffix}"] == pytest.approx(expected, abs=1e-6)
         assert row[f"cdc{suffix}"] == pytest.approx(temporal.video_cdc(output).value)
+        shots = temporal.cdc(frames, cuts=cuts).value
+        assert row[f"cdc_shots{suffix}"] == pytest.approx(shots)
+        assert shots < row[f"cdc{suffix}"]
     assert row["cdc_steady"] != row["cdc"]
+    assert row["cdc_change"] == pytest.approx(row["cdc_shots_steady"] / row["cdc_shots"] - 1)
     assert json.loads((tmp_path / "results.json").read_text())["films"] == results
     markdown = (tmp_path / "results.md").read_text()
     assert "## films (1 synthetic films, 60 frames)" in markdown

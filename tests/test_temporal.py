@@ -1,5 +1,5 @@
 """The colour distribution consistency (CDC) against a direct computation with scipy, streamed
-and whole, on frames and on video files, and the `aiaic cdc` command."""
+and whole, within shots, on frames and on video files, and the `aiaic cdc` command."""
 
 import json
 
@@ -74,6 +74,23 @@ def test_short_videos_leave_out_the_gaps_they_lack():
     assert temporal.mean_cdc([result, temporal.cdc(frames[:1])]) == result.value
 
 
+def test_cuts_leave_out_the_pairs_across_them():
+    """Within shots: the mean over the pairs of each shot, per gap (a shot shorter than a gap
+    gives that gap no pairs); without cuts the whole sequence."""
+    frames = _frames(11, seed=4)
+    shots = [frames[:3], frames[3:9], frames[9:]]  # 3, 6 and 2 frames
+    result = temporal.cdc(frames, cuts=[3, 9])
+    assert set(result.per_gap) == {1, 2, 4}
+    for gap in (1, 2, 4):
+        pairs = [
+            _reference_cdc([shot[i], shot[i + gap]], gaps=(1,))
+            for shot in shots
+            for i in range(len(shot) - gap)
+        ]
+        np.testing.assert_allclose(result.per_gap[gap], np.mean(pairs), rtol=1e-10)
+    assert temporal.cdc(frames, cuts=[0]) == temporal.cdc(frames)
+
+
 def test_bad_frames_and_gaps_are_refused():
     with pytest.raises(ValueError, match="uint8"):
         temporal.cdc([np.zeros((4, 4, 3), np.float32)])
@@ -108,3 +125,25 @@ def test_video_files_and_the_cdc_command(tmp_path, capsys):
     written = json.loads(report.read_text())
     assert set(written["videos"]) == {steady, flicker} and written["unreadable"] == [str(broken)]
     assert written["videos"][flicker]["cdc"] == pytest.approx(temporal.video_cdc(flicker).value)
+
+
+def test_within_shots_the_cuts_are_found_as_colorize_finds_them(tmp_path, capsys):
+    """Two still shots of different pictures: over the whole video the cut makes the CDC; within
+    shots (the film path's detector) it is zero, as the decoded frames cut by hand."""
+    rng = np.random.default_rng(1)
+    dark = rng.integers(0, 90, (32, 48, 3), dtype=np.uint8)
+    light = rng.integers(150, 256, (32, 48, 3), dtype=np.uint8)
+    video = _write(tmp_path / "two_shots.mp4", [dark] * 5 + [light] * 6)
+    decoded = [frame for frame, _ in media.video_frames(video)]
+    whole = temporal.video_cdc(video)
+    shots = temporal.video_cdc(video, cut_threshold=0.12)
+    assert shots == temporal.cdc(decoded, cuts=[5])
+    assert whole.value > 0.1 and shots.value < 0.01 * whole.value
+
+    report = tmp_path / "cdc.json"
+    assert cli.main(["cdc", video, "--shots", "--json", str(report)]) == 0
+    assert f"{video}: CDC {shots.value:.5f}" in capsys.readouterr().out
+    written = json.loads(report.read_text())
+    assert written["within_shots"] is True and written["cut_threshold"] == 0.12
+    assert cli.main(["cdc", video, "--cut_threshold", "0.2"]) == 2
+    assert "--cut_threshold is for --shots" in capsys.readouterr().err

@@ -9,8 +9,10 @@ colorizes it through `aiaic_jax.film` (the path of `aiaic colorize`: streamed, s
 shots) with every variant that has a checkpoint, once as it is and once with the colour
 steadied (`steady_seconds`). Each output is decoded and scored against the rendered ground
 truth: PSNR per frame (RGB, uint8, as the image metrics), averaged over frames and films, and
-the colour distribution consistency (CDC, `temporal.video_cdc`: lower is steadier), averaged
-over films; the ground-truth films' own CDC is the level that motion alone gives.
+the colour distribution consistency (CDC, `temporal`: lower is steadier), averaged over films,
+within shots (pairs of frames across the film's known cuts left out, as the literature measures
+clips of one shot) and over the whole film; the ground-truth films' own CDC is the level that
+motion (and, over the whole film, the cuts) alone give.
 
     variant        variables              r
     baseline       full/baseline/final    0 (the backbone alone)
@@ -76,13 +78,27 @@ def write_films(world_config: synthetic.SyntheticConfig, directory: str, count: 
     return films
 
 
+def cuts(rendered: synthetic.Film) -> list[int]:
+    """The frames of a rendered film that start a shot after its first."""
+    return [shot["first_frame"] for shot in rendered.shots if shot["first_frame"] > 0]
+
+
+def stability(frames: list[np.ndarray], rendered: synthetic.Film) -> dict[str, float]:
+    """CDC of frames of `rendered`'s length: within its shots ("cdc_shots") and whole ("cdc")."""
+    return {
+        "cdc_shots": float(temporal.cdc(frames, cuts=cuts(rendered)).value),
+        "cdc": float(temporal.cdc(frames).value),
+    }
+
+
 def score(output: str, rendered: synthetic.Film) -> dict[str, float]:
-    """PSNR (mean over frames) and CDC of one colorized film against its ground truth."""
+    """PSNR (mean over frames) and CDC (`stability`) of one colorized film against its ground
+    truth."""
     frames = [rgb for rgb, _ in media.video_frames(output)]
     if len(frames) != len(rendered.frames):
         raise ValueError(f"{output}: {len(frames)} frames, the film has {len(rendered.frames)}")
     values = [psnr(a, b) for a, b in zip(frames, rendered.frames)]
-    return {"psnr": float(np.mean(values)), "cdc": float(temporal.cdc(frames).value)}
+    return {"psnr": float(np.mean(values)), **stability(frames, rendered)}
 
 
 def evaluate(
@@ -97,21 +113,27 @@ def evaluate(
     """Scores every variant with a checkpoint on the first `films` films (module docstring),
     `config.data.eval_batch_size` frames per model call.
 
-    Returns {"films", "frames", "steady_seconds", "reference_cdc", "variants": {name:
-    {"psnr", "cdc", "psnr_steady", "cdc_steady", "flicker_removed"}}}: reference_cdc is the CDC
-    of the ground-truth films as written (motion and the encoder's noise alone), and
-    flicker_removed the share of a variant's CDC above it that steadying removes.
+    Returns {"films", "frames", "steady_seconds", "reference_cdc_shots", "reference_cdc",
+    "variants": {name: {"psnr", "cdc_shots", "cdc", "psnr_steady", "cdc_shots_steady",
+    "cdc_steady", "cdc_change", "flicker_removed"}}}: the reference CDCs are those of the
+    ground-truth films as written (motion, the encoder's noise and, over the whole film, the
+    cuts); cdc_change is the relative change of the CDC within shots by steadying, and
+    flicker_removed the share of a variant's CDC within shots above the reference's that
+    steadying removes (None where there is none above it).
     """
     world_config = world(config)
     directory = os.path.join(workdir, "films")
     rendered = write_films(world_config, directory, films)
-    # The films as written (the same encoder quality as the outputs): the CDC of motion alone.
-    reference = [temporal.video_cdc(path).value for path, _ in rendered]
+    # The films as written (the same encoder quality as the outputs).
+    reference = [
+        stability([rgb for rgb, _ in media.video_frames(path)], film) for path, film in rendered
+    ]
     results: dict[str, Any] = {
         "films": films,
         "frames": sum(len(film.frames) for _, film in rendered),
         "steady_seconds": steady_seconds,
-        "reference_cdc": float(np.mean(reference)),
+        "reference_cdc_shots": float(np.mean([r["cdc_shots"] for r in reference])),
+        "reference_cdc": float(np.mean([r["cdc"] for r in reference])),
         "variants": {},
     }
     for name in variants or FILM_VARIANTS:
@@ -134,8 +156,10 @@ def evaluate(
                 for key, value in score(output, film).items():
                     scores.setdefault(key + suffix, []).append(value)
         row = {key: float(np.mean(v)) for key, v in scores.items()}
-        excess = row["cdc"] - results["reference_cdc"]
-        row["flicker_removed"] = (row["cdc"] - row["cdc_steady"]) / excess if excess > 0 else None
+        removed = row["cdc_shots"] - row["cdc_shots_steady"]
+        excess = row["cdc_shots"] - results["reference_cdc_shots"]
+        row["cdc_change"] = -removed / row["cdc_shots"] if row["cdc_shots"] else None
+        row["flicker_removed"] = removed / excess if excess > 0 else None
         results["variants"][name] = row
         print(f"[eval] films: {name} in {time.perf_counter() - start:.1f} s", flush=True)
     return results
@@ -147,20 +171,27 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines = [
         f"## films ({results['films']} synthetic films, {results['frames']} frames)",
         "",
-        f"PSNR (dB, mean over frames) and CDC (lower is steadier; the ground-truth films' own, "
-        f"from motion alone: {results['reference_cdc']:.4f}), as colorized and with the colour "
-        f"steadied (--steady {steady:g}); the last column is the share of the CDC above the "
-        "ground truth's that steadying removes.",
+        "PSNR (dB, mean over frames) and CDC (lower is steadier) within shots (pairs across a "
+        "cut left out) and over the whole film (cuts included), as colorized and with the "
+        f"colour steadied (--steady {steady:g}). The ground-truth films' own CDC, from motion "
+        f"alone: {results['reference_cdc_shots']:.4f} within shots, "
+        f"{results['reference_cdc']:.4f} over the film. The last columns: the change of the "
+        "CDC within shots by steadying, and the share of it above the ground truth's that "
+        "steadying removes.",
         "",
-        "| variant | PSNR | CDC | PSNR steadied | CDC steadied | CDC change | flicker removed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | PSNR | CDC shots | CDC film | PSNR steadied | CDC shots steadied | "
+        "CDC film steadied | CDC shots change | flicker removed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def share(value: float | None, sign: str = "") -> str:
+        return "—" if value is None else f"{value:{sign}.0%}"
+
     for name, row in results["variants"].items():
-        change = row["cdc_steady"] / row["cdc"] - 1 if row["cdc"] else float("nan")
-        removed = row["flicker_removed"]
         lines.append(
-            f"| {name} | {row['psnr']:.2f} | {row['cdc']:.4f} | {row['psnr_steady']:.2f} | "
-            f"{row['cdc_steady']:.4f} | {change:+.0%} | "
-            f"{'—' if removed is None else f'{removed:.0%}'} |"
+            f"| {name} | {row['psnr']:.2f} | {row['cdc_shots']:.4f} | {row['cdc']:.4f} | "
+            f"{row['psnr_steady']:.2f} | {row['cdc_shots_steady']:.4f} | "
+            f"{row['cdc_steady']:.4f} | {share(row['cdc_change'], '+')} | "
+            f"{share(row['flicker_removed'])} |"
         )
     return "\n".join(lines) + "\n"

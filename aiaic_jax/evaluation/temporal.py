@@ -76,6 +76,10 @@ class CdcMeter:
         self._pairs = dict.fromkeys(self.gaps, 0)
         self.frames = 0
 
+    def cut(self) -> None:
+        """A new shot starts with the next frame: it is not paired with frames before it."""
+        self._recent.clear()
+
     def add(self, frame: np.ndarray) -> None:
         histograms = channel_histograms(frame)
         for gap in self.gaps:
@@ -92,22 +96,40 @@ class CdcMeter:
         return Cdc(value, per_gap, self.frames)
 
 
-def cdc(frames: Iterable[np.ndarray], gaps: Sequence[int] = GAPS) -> Cdc:
-    """The CDC of a sequence of [H, W, 3] uint8 frames."""
+def cdc(frames: Iterable[np.ndarray], gaps: Sequence[int] = GAPS, cuts: Iterable[int] = ()) -> Cdc:
+    """The CDC of a sequence of [H, W, 3] uint8 frames; with `cuts` (indices of the frames
+    that start a shot), within shots only."""
+    cuts = set(cuts)
     meter = CdcMeter(gaps)
-    for frame in frames:
+    for index, frame in enumerate(frames):
+        if index in cuts:
+            meter.cut()
         meter.add(frame)
     return meter.result()
 
 
-def video_cdc(path: str | os.PathLike, gaps: Sequence[int] = GAPS) -> Cdc:
-    """The CDC of a video file's first video stream, decoded frame by frame (PyAV).
+def video_cdc(
+    path: str | os.PathLike, gaps: Sequence[int] = GAPS, cut_threshold: float | None = None
+) -> Cdc:
+    """The CDC of a video file's first video stream, decoded frame by frame (PyAV); with
+    `cut_threshold`, within the shots that `aiaic_jax.film`'s detector finds at that threshold.
 
     Raises `media.MediaError` naming the file when it cannot be opened or holds no video
     stream; a stream that breaks off is measured on the frames decoded before it."""
+    from aiaic_jax import film  # the film path's shot detector
     from aiaic_jax.data import media
 
-    return cdc((frame for frame, _ in media.video_frames(path)), gaps)
+    meter = CdcMeter(gaps)
+    previous = None
+    for frame, _ in media.video_frames(path):
+        if cut_threshold is not None:
+            histogram = film.grey_histogram(frame)
+            distance = None if previous is None else film.histogram_distance(previous, histogram)
+            if distance is not None and distance > cut_threshold:
+                meter.cut()
+            previous = histogram
+        meter.add(frame)
+    return meter.result()
 
 
 def mean_cdc(results: Iterable[Cdc]) -> float | None:
