@@ -15,9 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 # The tests check converters and layers against the official PyTorch code: the CPU build of torch
-# (pinned in constraints.txt) comes in with the `torch` extra.
+# (pinned in constraints.txt) comes in with the `torch` extra; the ONNX export with the `onnx`
+# extra and jax2onnx, whose declared dependencies do not fit this project's (pyproject.toml).
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[dev,torch]'
+	$(PIP) -e '.[dev,torch,onnx]'
+	$(PIP) --no-deps jax2onnx
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

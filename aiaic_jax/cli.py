@@ -578,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a trained colorizer as StableHLO files that run without this code",
         description=(
             "Writes OUTPUT/colorizer.jax and OUTPUT/spectrogram.jax (serialized StableHLO, "
-            "jax.export, the weights inside, any batch size) and OUTPUT/manifest.json. "
+            "jax.export, the weights inside, any batch size) and OUTPUT/manifest.json; with "
+            "--onnx also OUTPUT/colorizer.onnx. "
             "aiaic_jax/exported.py loads and runs them with jax alone: (grey L at the model's "
             "resolution, the sound's spectrogram, has_audio) -> (ab, r). See "
             "aiaic_jax/export.py."
@@ -591,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         metavar="LIST",
         help="comma-separated platforms the program is lowered for (default cpu; e.g. cpu,cuda)",
+    )
+    export.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also OUTPUT/colorizer.onnx (jax2onnx), checked against the JAX program with "
+        "onnxruntime when it is installed",
     )
     export.set_defaults(handler=export_command, batch_size=1, resize="pad")
 
@@ -654,11 +661,15 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         os.makedirs(args.output, exist_ok=True)
         manifest = export.export_colorizer(
-            colorizer, args.output, platforms=platforms, source=colorizer.checkpoint.path
+            colorizer,
+            args.output,
+            platforms=platforms,
+            source=colorizer.checkpoint.path,
+            onnx=args.onnx,
         )
     except OSError as error:
         raise CommandError(f"{args.output}: cannot write the export ({error})") from None
-    except ValueError as error:  # e.g. a platform jax cannot lower for
+    except (ValueError, RuntimeError) as error:  # a platform jax cannot lower for; no jax2onnx
         raise CommandError(str(error)) from None
     sizes = sum(os.path.getsize(os.path.join(args.output, f)) for f in os.listdir(args.output))
     print(
@@ -666,6 +677,15 @@ def export_command(args: argparse.Namespace) -> int:
         f"{manifest['image_size']}x{manifest['image_size']}, {', '.join(platforms)}, "
         f"{sizes / 1e6:.1f} MB"
     )
+    check = manifest.get("onnx", {}).get("check")
+    if check:
+        print(
+            f"colorizer.onnx against the JAX program (onnxruntime {check['onnxruntime']}): "
+            f"largest difference of ab {check['max_abs_diff_ab']:.2e}, of r "
+            f"{check['max_abs_diff_r']:.2e}"
+        )
+    elif args.onnx:
+        print("colorizer.onnx not checked: onnxruntime is not installed")
     return 0
 
 

@@ -161,7 +161,8 @@ def gray_rgb_from_l(gray_l: jax.Array) -> jax.Array:
     This is the input DDColor and others feed their networks. The three channels agree to
     about 1e-3 (skimage's sRGB matrix and D65 white do not map a = b = 0 to exactly equal RGB).
     """
-    return l_ab_to_rgb(gray_l, jnp.zeros((*jnp.shape(gray_l)[:-1], 2), _as_float(gray_l).dtype))
+    zero = jnp.zeros_like(_as_float(gray_l))  # no explicit shape: a symbolic batch stays symbolic
+    return l_ab_to_rgb(gray_l, jnp.concatenate([zero, zero], axis=-1))
 
 
 def rgb_uint8_to_float(rgb_u8: jax.Array) -> jax.Array:

@@ -26,6 +26,7 @@ import numpy as np
 MANIFEST = "manifest.json"
 COLORIZER_FILE = "colorizer.jax"
 SPECTROGRAM_FILE = "spectrogram.jax"
+ONNX_FILE = "colorizer.onnx"  # with `aiaic export --onnx` (aiaic_jax/export.py)
 
 
 class ExportedColorizer:

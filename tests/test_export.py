@@ -1,15 +1,17 @@
-"""`aiaic export`: the exported StableHLO colorizer, run without the project's model code, gives
-what the colorizer gives in process, with sound and without; its batch is symbolic."""
+"""`aiaic export`: the exported StableHLO colorizer, run without the project's model code, and the
+ONNX graph, run by onnxruntime, give what the colorizer gives in process, with sound and
+without; their batch is symbolic."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from aiaic_jax import cli, color, exported, inference, preprocess, runs
+from aiaic_jax import cli, color, export, exported, inference, preprocess, runs
 from aiaic_jax.convert.common import save_variables
 from aiaic_jax.inference import Colorizer
 from aiaic_jax.models.aiaic import build_model
@@ -28,7 +30,7 @@ def export_dir(tmp_path_factory):
     stage = root / "run" / "stage3"
     save_variables(stage / "final", variables)
     (stage / "config.json").write_text(runs.config_document(config, {"name": "stage3"}))
-    status = cli.main(["export", "--checkpoint", str(root / "run"), str(root / "out")])
+    status = cli.main(["export", "--checkpoint", str(root / "run"), str(root / "out"), "--onnx"])
     assert status == 0
     return root
 
@@ -103,3 +105,34 @@ def test_the_manifest_describes_the_programs(export_dir):
 def test_a_folder_that_is_not_an_export_is_named(tmp_path):
     with pytest.raises(ValueError, match="not a readable aiaic export"):
         exported.load(tmp_path)
+
+
+def test_the_onnx_graph_in_onnxruntime_gives_the_in_process_colorization(export_dir):
+    """colorizer.onnx (native kernels) run by onnxruntime on batches of 5 and 3, with sound and
+    without, against the in-process program (the CPU rewrites) on the batch of 5: the same ab
+    and r; the manifest records the export's own check."""
+    import onnxruntime
+
+    colorizer = Colorizer.from_run(export_dir / "run")
+    session = onnxruntime.InferenceSession(
+        str(export_dir / "out" / exported.ONNX_FILE), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["gray_l", "spectrogram", "has_audio"]
+    assert session.get_inputs()[0].shape == ["B", SIZE, SIZE, 1]
+    bins, frames = session.get_inputs()[1].shape[1:]
+    rng = np.random.default_rng(3)
+    feeds = {
+        "gray_l": rng.uniform(0, 100, (5, SIZE, SIZE, 1)).astype(np.float32),
+        "spectrogram": rng.normal(size=(5, bins, frames)).astype(np.float32),
+        "has_audio": np.array([True, False, True, True, False]),
+    }
+    program = jax.jit(export.colorizer_function(colorizer))
+    expected_ab, expected_r = (np.asarray(x) for x in program(*feeds.values()))
+    for count in (5, 3):
+        ab, r = session.run(["ab", "r"], {k: v[:count] for k, v in feeds.items()})
+        print(count, "max |ab - in process|", np.abs(ab - expected_ab[:count]).max())
+        np.testing.assert_allclose(r, expected_r[:count], atol=1e-5)
+        np.testing.assert_allclose(ab, expected_ab[:count], atol=1e-3)
+    assert np.all(r[~feeds["has_audio"][:3]] == 0) and np.ptp(ab) > 1
+    check = json.loads((export_dir / "out" / exported.MANIFEST).read_text())["onnx"]["check"]
+    assert check["max_abs_diff_ab"] < 1e-3 and check["max_abs_diff_r"] < 1e-5

@@ -90,8 +90,10 @@ class AudioResNet18(nn.Module):
             name="bn1",
         )(x)
         x = nn.relu(x)
-        # Flax pads max pooling with -inf, as PyTorch does.
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # Max pooling padded with -inf, as PyTorch pads it (and as Flax would with `padding`:
+        # written out, because jax2onnx's max pool drops a `padding` argument).
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
         for stage, num_blocks in enumerate(self.stage_sizes):
             for block in range(num_blocks):
                 stride = 2 if stage > 0 and block == 0 else 1

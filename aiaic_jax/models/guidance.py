@@ -102,7 +102,7 @@ class SemanticEncoder(nn.Module):
         x = 2.0 * color_rgb - 1.0
         for i, width in enumerate(self.channels):
             x = nn.Conv(width, (3, 3), padding=1, name=f"conv{i}")(x)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+            x = nn.max_pool(nn.relu(x), window_shape=(2, 2), strides=(2, 2))
         x = jnp.mean(x, axis=(1, 2))  # [B, C]
         x = nn.relu(nn.Dense(self.hidden, name="fc0")(x))
         x = nn.Dense(self.features, name="fc1")(x)

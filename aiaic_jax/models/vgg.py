@@ -79,7 +79,7 @@ class VGG16Features(nn.Module):
                 x = nn.relu(x)
                 if keep(f"relu{block}_{i}", x):
                     return out
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             if keep(f"pool{block}", x):
                 return out
         return out
