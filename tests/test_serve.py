@@ -1,13 +1,22 @@
-"""`aiaic serve`: the page and its answers over HTTP, with a tiny model on a free local port.
+"""`aiaic serve`: the page and its answers over HTTP, with a tiny model on a free local port, and
+the page in a real headless browser.
 
-Photos with and without sound, a video, and uploads that must get a message, not a crash: a
-text file named .png, an unknown kind of file, an unreadable sound, an upload over the limit.
-(tests/test_browser.py drives the page's script in a real browser: `make test-browser`.)
+Over HTTP: photos with and without sound, a video, and uploads that must get a message, not a
+crash: a text file named .png, an unknown kind of file, an unreadable sound, an upload over the
+limit. In Debian's chromium through selenium (marker `browser`; `make test-browser` runs those
+alone): a photo and its sound are uploaded through the form, the coloured result and r appear
+beside the grey input; a text file named .png gets the error message on the page. `make test`
+installs chromium and chromedriver with apt-get when they are missing and it can (root on
+Debian); where they are still missing the browser tests are skipped and say so, or fail when
+AIAIC_REQUIRE_BROWSER=1 (as `.ci/run` sets it). AIAIC_SCREENSHOT=PATH saves the page with its
+result (README's docs/serve.png).
 """
 
 import base64
 import io
 import json
+import os
+import shutil
 import urllib.error
 import urllib.request
 import uuid
@@ -126,3 +135,81 @@ def test_an_unreadable_sound_is_named(server):
         url, {"picture": ("p.png", photo), "sound": ("broken.wav", b"RIFF not a sound")}
     )
     assert status == 400 and "broken.wav: not a readable sound" in answer["error"]
+
+
+# ------------------------------------------------------------------------------------------------
+# In a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        message = "chromium and chromedriver are not installed (make test installs them as root)"
+        if os.environ.get("AIAIC_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--window-size=1000,760"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _submit(browser, url, picture, sound=None):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    browser.find_element(By.ID, "picture").send_keys(str(picture))
+    if sound is not None:
+        browser.find_element(By.ID, "sound").send_keys(str(sound))
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 120).until(
+        lambda b: (
+            not b.find_element(By.ID, "status").text
+            and (
+                b.find_element(By.ID, "error").text
+                or expected_conditions.visibility_of_element_located((By.ID, "pair"))(b)
+            )
+        )
+    )
+    return By
+
+
+@pytest.mark.browser
+def test_in_a_browser_a_photo_and_its_sound_come_back_coloured_with_r(browser, server):
+    url, root = server
+    photo, sound = root / "street.png", root / "street.wav"
+    media_factory.save_image(photo, media_factory.colourful_image((64, 48), seed=5))
+    media_factory.audio_file(sound, media_factory.tone(0.5, 22050)[:, 0], 22050)
+    by = _submit(browser, url, photo, sound)
+    assert browser.find_element(by.ID, "error").text == ""
+    grey = _image(browser.find_element(by.ID, "input").get_attribute("src"))
+    result = _image(browser.find_element(by.ID, "result").get_attribute("src"))
+    assert grey.shape == result.shape == (48, 64, 3)
+    assert np.ptp(grey.astype(int), axis=-1).max() <= 1
+    assert np.abs(result.astype(int) - grey).max() > 5
+    r = float(browser.find_element(by.ID, "r").text)
+    assert 0 < r < 1
+    assert browser.find_element(by.ID, "download").get_attribute("href").startswith("data:image")
+    if os.environ.get("AIAIC_SCREENSHOT"):
+        browser.save_screenshot(os.environ["AIAIC_SCREENSHOT"])
+
+
+@pytest.mark.browser
+def test_in_a_browser_a_text_file_named_png_gets_the_message_on_the_page(browser, server):
+    url, root = server
+    fake = media_factory.text_file(root / "fake.png")
+    by = _submit(browser, url, fake)
+    assert "not a readable image" in browser.find_element(by.ID, "error").text
+    assert not browser.find_element(by.ID, "pair").is_displayed()
