@@ -44,6 +44,10 @@ from aiaic_jax.data.media import written_whole
 from aiaic_jax.inference import Colorizer
 from aiaic_jax.models.aiaic import AIAIC
 
+# The names of colorizer.onnx's inputs and outputs.
+ONNX_INPUTS = ("gray_l", "spectrogram", "has_audio")
+ONNX_OUTPUTS = ("ab", "r")
+
 
 def colorizer_function(colorizer: Colorizer, model: AIAIC | None = None):
     """(gray_l, spectrogram, has_audio) -> (ab, r) with the colorizer's variables and mode
@@ -203,10 +207,6 @@ def onnx_colorizer(colorizer: Colorizer, bins: int, frames: int):
             input_names=list(ONNX_INPUTS),
             output_names=list(ONNX_OUTPUTS),
         )
-
-
-ONNX_INPUTS = ("gray_l", "spectrogram", "has_audio")
-ONNX_OUTPUTS = ("ab", "r")
 
 
 def check_onnx(path: str, colorizer: Colorizer, bins: int, frames: int, batch: int = 3) -> dict:
