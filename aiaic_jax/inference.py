@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -184,10 +185,20 @@ def as_model_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         wave = wave.mean(axis=1)
     wave = wave.astype(np.float32)
     if sample_rate != SAMPLE_RATE and wave.size:
-        import librosa
-
-        wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        wave = _resample(wave, sample_rate)
     return np.round(np.clip(wave, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+
+
+def _resample(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """float32 [T] at `sample_rate` -> float32 [ceil(T * 16000 / sample_rate)] at 16 kHz: what
+    `librosa.resample` does by default (soxr's high quality, the length fixed), through soxr
+    itself, since librosa's first call in a fresh environment compiles its numba utilities
+    (about 30 s on a 2-core CPU)."""
+    import soxr
+
+    out = soxr.resample(wave, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    size = math.ceil(wave.size * SAMPLE_RATE / sample_rate)
+    return np.pad(out[:size], (0, max(0, size - out.size)))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))

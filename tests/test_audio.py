@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from aiaic_jax import audio
+from aiaic_jax import audio, inference
 
 SAMPLE_RATE = 16000
 
@@ -209,3 +209,13 @@ def test_fit_length_works_on_jax_arrays_batches_and_under_jit():
     fitted = jax.jit(audio.fit_length, static_argnums=1)(batch, 7)
     assert isinstance(fitted, jax.Array)
     np.testing.assert_array_equal(fitted, [[1, 2, 3, 1, 2, 3, 1], [4, 5, 6, 4, 5, 6, 4]])
+
+
+def test_sound_for_the_model_is_resampled_as_librosa_resamples():
+    """`inference.as_model_audio` calls soxr itself (librosa's first call in a fresh environment
+    compiles its numba utilities for half a minute): the same samples as `librosa.resample`."""
+    for rate, size in ((44100, 44101), (22050, 100), (8000, 4410), (48000, 1)):
+        wave = np.random.default_rng(size).uniform(-0.5, 0.5, size).astype(np.float32)
+        expected = librosa.resample(wave, orig_sr=rate, target_sr=16000)
+        expected = np.round(np.clip(expected, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+        np.testing.assert_array_equal(inference.as_model_audio(wave, rate), expected)
