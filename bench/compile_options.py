@@ -1,5 +1,6 @@
 """XLA compile options A/B: one backbone step compiled with each set of options, timed in one
-process, one step of each in turn (so that every variant sees the same load).
+process, one step of each in turn (so that every variant sees the same load), and the time each
+took to compile.
 
     PYTHONPATH=. python bench/compile_options.py --only ddcolor_tiny:256:1 \
         --variants none xla_cpu_prefer_vector_width=512
@@ -46,14 +47,15 @@ def main() -> None:
     name, size, batch = args.only.split(":")
 
     compile_ = jax.stages.Lowered.compile
-    runs = {}
+    runs, compile_seconds = {}, {}
     for variant in args.variants:
         options = _parse(variant)
         # bench/models.py compiles with the loop's options; this replaces them per variant.
         jax.stages.Lowered.compile = lambda self, *a, o=options, **k: compile_(
             self, compiler_options=o or None
         )
-        runs[variant] = models._flax_setup(name, int(size), int(batch), args.mode)[0]
+        runs[variant], facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
+        compile_seconds[variant] = facts["compile_s"]
     jax.stages.Lowered.compile = compile_
     times = {variant: [] for variant in runs}
     for step in range(args.steps + 1):
@@ -66,7 +68,8 @@ def main() -> None:
     for variant, values in times.items():
         print(
             f"{variant:50s} median {statistics.median(values):.3f} s  best {min(values):.3f} s  "
-            f"{int(batch) / statistics.median(values):.2f} img/s"
+            f"{int(batch) / statistics.median(values):.2f} img/s  "
+            f"compiled in {compile_seconds[variant]:.1f} s (tracing and lowering included)"
         )
 
 

@@ -3,6 +3,7 @@
 PYTHONPATH=. python bench/train.py                               # the default set below
 PYTHONPATH=. python bench/train.py --runs demo:all ddcolor_tiny:stage1:1,4 --steps 3
 PYTHONPATH=. python bench/train.py --runs demo@discolor_demo:baseline  # demo.get_config(arg)
+PYTHONPATH=. python bench/train.py --runs demo:all --kernels native  # XLA's own convolutions
 
 Each run is `config:stages[:batches]` (stages comma-separated or `all`; batches default to the
 stage's own). Every (config, stage, batch) is measured in a fresh subprocess: build the
@@ -34,7 +35,12 @@ DEFAULT_RUNS = (
 
 
 def measure(
-    config_name: str, stage_name: str, batch_size: int, steps: int, fast_compile: bool = False
+    config_name: str,
+    stage_name: str,
+    batch_size: int,
+    steps: int,
+    fast_compile: bool = False,
+    kernels: str = "",
 ) -> dict:
     """Runs in the child process: one configuration, returns its figures."""
 
@@ -48,6 +54,9 @@ def measure(
 
     config = load_config(config_name)
     config.stages[stage_name].batch_size = batch_size
+    if kernels:
+        with config.model.backbone_overrides.unlocked():
+            config.model.backbone_overrides.kernels = kernels
     stage = stages.resolve(config, stage_name, train_size=1)
     model = build_model(config.model)
     template = loop.abstract_variables(model, config)
@@ -96,6 +105,7 @@ def measure(
         "image_size": size,
         "gan": builder.discriminator is not None,
         "fast_compile": fast_compile,
+        "kernels": kernels or config.model.backbone_overrides.get("kernels", "auto"),
         "compile_s": round(compile_seconds, 1),
         "step_s": round(step_seconds, 3),
         "steps_per_s": round(1.0 / step_seconds, 3),
@@ -147,12 +157,22 @@ def main() -> None:
         action="store_true",
         help="compile with XLA's backend optimisation off (config.train.fast_compile)",
     )
+    parser.add_argument(
+        "--kernels",
+        choices=("auto", "rewrite", "native"),
+        default="",
+        help="the backbone's kernels (model.backbone_overrides.kernels); default: the config's",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # config:stage:batch, in the child
     args = parser.parse_args()
     if args.one:
         config_name, stage_name, batch = args.one.split(":")
         print(
-            json.dumps(measure(config_name, stage_name, int(batch), args.steps, args.fast_compile))
+            json.dumps(
+                measure(
+                    config_name, stage_name, int(batch), args.steps, args.fast_compile, args.kernels
+                )
+            )
         )
         return
 
@@ -162,6 +182,7 @@ def main() -> None:
         "batch",
         "gan",
         "fast_compile",
+        "kernels",
         "compile_s",
         "step_s",
         "images_per_s",
@@ -176,6 +197,7 @@ def main() -> None:
                 f"--one={config_name}:{stage_name}:{batch}",
                 f"--steps={args.steps}",
             ] + (["--fast-compile"] if args.fast_compile else [])
+            command += [f"--kernels={args.kernels}"] if args.kernels else []
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = done.stderr.strip().splitlines()[-1:] or ["?"]

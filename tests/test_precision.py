@@ -82,6 +82,13 @@ def _float32_products(backbone: str) -> collections.Counter:
                         walk(inner)
             if equation.primitive.name not in ("dot_general", "conv_general_dilated"):
                 continue
+            precision = equation.params.get("precision")
+            if isinstance(precision, jax.lax.DotAlgorithmPreset) and precision.name.startswith(
+                "BF16_BF16_"
+            ):
+                # The dot's algorithm rounds its inputs to bfloat16 (jax.nn.dot_product_attention,
+                # the native kernels' attention, keeps its logits' gradient in float32).
+                continue
             avals = [v.aval for v in equation.invars]
             if min(a.ndim for a in avals) > 1 and any(a.dtype == jnp.float32 for a in avals):
                 name = str(equation.source_info.name_stack)

@@ -25,7 +25,12 @@ from aiaic_jax.models.aiaic import AIAIC, build_model, default_model_config
 def model_config() -> ml_collections.ConfigDict:
     config = default_model_config()
     config.backbone = "ddcolor_demo"
-    config.backbone_overrides = ml_collections.ConfigDict({"num_color_layers": 1, "num_queries": 4})
+    # XLA's own convolutions rather than the CPU rewrites: the tests that use this model train
+    # and evaluate a few steps, where compiling is the cost, and the rewrites compile slower
+    # (tests/test_kernels.py checks every rewrite against these in values and gradients).
+    config.backbone_overrides = ml_collections.ConfigDict(
+        {"num_color_layers": 1, "num_queries": 4, "kernels": "native"}
+    )
     config.semantic_dim = 16
     config.semantic_channels = (8, 8, 16, 16)
     config.semantic_hidden = 32
