@@ -6,10 +6,9 @@ and renames it when complete, so a process killed at any moment leaves either th
 checkpoints or a finished new one, never a half-written one it would read. The train state's
 small leaves (biases, norms, statistics, optimizer counts: most of its hundreds of leaves) are
 written packed, one array per dtype, with a `layout` that names every leaf: orbax's cost is per
-array (about 2.5 ms each on a 2-core CPU, whatever its size), so the tiny test model's state of
-749 arrays took 2.8 s to write, and most of that was its small leaves. `W/<stage>/final/`
-holds `{"params", "batch_stats"}` (`convert.common.save_variables`); a stage is complete iff it
-exists.
+array (about 2.5 ms each on a 2-core CPU, whatever its size; bench/checkpoint.py).
+`W/<stage>/final/` holds `{"params", "batch_stats"}` (`convert.common.save_variables`); a stage
+is complete iff it exists.
 """
 
 from __future__ import annotations
@@ -180,8 +179,9 @@ class StageCheckpoints:
         """How the variables stored at `step` differ in layout from `abstract_state`'s: paths
         and shapes of the model's and the discriminator's params and batch_stats, which change
         when the code's model does. [] when they agree; None when the checkpoint's metadata
-        does not read (a damaged checkpoint: restoring it will tell). Reads the tree metadata
-        that orbax writes beside the arrays (`_METADATA`), not the arrays themselves."""
+        does not read (a damaged checkpoint: restoring it will tell). Reads the checkpoint's
+        layout (or, in one written before the packing, the tree metadata that orbax writes
+        beside the arrays, `_METADATA`), not the arrays themselves."""
         try:
             layout = self.layout(step)
             if layout is not None:
@@ -251,18 +251,7 @@ class StageCheckpoints:
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         items = ocp.args.Composite(state=ocp.args.StandardRestore(_packed_target(layout, device)))
         restored = self.manager.restore(step, args=items)["state"]
-        packed = {dtype: np.asarray(array) for dtype, array in restored.get("packed", {}).items()}
-        leaves = {}
-        for leaf in layout["leaves"]:
-            if "array" in leaf:
-                leaves[leaf["path"]] = np.asarray(restored["arrays"][leaf["array"]])
-            else:
-                size = int(np.prod(leaf["shape"], dtype=np.int64))
-                value = _packed_values(packed, leaf["dtype"])[
-                    leaf["offset"] : leaf["offset"] + size
-                ]
-                leaves[leaf["path"]] = value.reshape(leaf["shape"])
-        return leaves
+        return {path: np.asarray(value) for path, value in _unpacked_leaves(restored, layout)}
 
     def layout(self, step: int) -> dict[str, Any] | None:
         """The packed state's layout at `step` (None for a checkpoint without one)."""
@@ -360,11 +349,6 @@ def _pack(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return {"packed": packed, "arrays": arrays}, {"format": 1, "leaves": leaves}
 
 
-def _packed_values(packed: dict[str, np.ndarray], dtype: str) -> np.ndarray:
-    """The packed values of `dtype` (none were written where all its leaves are empty)."""
-    return packed[dtype] if dtype in packed else np.zeros(0, jnp.dtype(dtype))
-
-
 def _packed_target(layout: dict[str, Any], sharding: Sharding) -> dict[str, Any]:
     """Shapes, dtypes and placement of what `_pack` wrote, for orbax's restore."""
     sizes: dict[str, int] = {}
@@ -385,28 +369,39 @@ def _packed_target(layout: dict[str, Any], sharding: Sharding) -> dict[str, Any]
     return {"packed": packed, "arrays": arrays}
 
 
+def _unpacked_leaves(restored: dict[str, Any], layout: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(path, value) of every leaf of a restored `_pack`: a large leaf as orbax restored it, a
+    small one as a numpy view into its packed array on this host."""
+    packed = {dtype: _local_value(array) for dtype, array in restored.get("packed", {}).items()}
+    leaves = []
+    for leaf in layout["leaves"]:
+        if "array" in leaf:
+            leaves.append((leaf["path"], restored["arrays"][leaf["array"]]))
+            continue
+        # None of a dtype is written where all its leaves are empty.
+        values = packed.get(leaf["dtype"], np.zeros(0, jnp.dtype(leaf["dtype"])))
+        size = int(np.prod(leaf["shape"], dtype=np.int64))
+        value = values[leaf["offset"] : leaf["offset"] + size].reshape(leaf["shape"])
+        leaves.append((leaf["path"], value))
+    return leaves
+
+
 def _unpack(
     restored: dict[str, Any], layout: dict[str, Any], abstract_state: Any, sharding: Sharding
 ) -> Any:
-    """`abstract_state`'s tree filled from a restored `_pack` (leaves matched by path)."""
-    packed = {dtype: _local_value(array) for dtype, array in restored.get("packed", {}).items()}
-    arrays = restored.get("arrays", {})
-    saved = {leaf["path"]: leaf for leaf in layout["leaves"]}
+    """`abstract_state`'s tree filled from a restored `_pack` (leaves matched by path), every
+    leaf placed with `sharding`."""
+    saved = dict(_unpacked_leaves(restored, layout))
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_state)
+    if len(saved) != len(flat):
+        raise ValueError(f"the checkpoint has {len(saved)} leaves, the state {len(flat)}")
     values = []
     for path, wanted in flat:
         name = "/".join(_names(path))
-        leaf = saved.get(name)
-        if leaf is None or tuple(leaf["shape"]) != tuple(np.shape(wanted)):
+        value = saved.get(name)
+        if value is None or np.shape(value) != np.shape(wanted):
             raise ValueError(f"the checkpoint has no leaf {name} of shape {np.shape(wanted)}")
-        if "array" in leaf:
-            values.append(arrays[leaf["array"]])
-            continue
-        size = int(np.prod(leaf["shape"], dtype=np.int64))
-        value = _packed_values(packed, leaf["dtype"])[leaf["offset"] : leaf["offset"] + size]
-        values.append(jax.device_put(value.reshape(leaf["shape"]), sharding))
-    if len(saved) != len(flat):
-        raise ValueError(f"the checkpoint has {len(saved)} leaves, the state {len(flat)}")
+        values.append(value if isinstance(value, jax.Array) else jax.device_put(value, sharding))
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
