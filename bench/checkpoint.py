@@ -37,26 +37,11 @@ def measure(config_name: str, stage_name: str, repeats: int) -> dict:
     import jax
     import orbax.checkpoint as ocp
 
-    from aiaic_jax.models.aiaic import build_model
-    from aiaic_jax.train import checkpoint, loop, parallel, stages
-    from aiaic_jax.train.steps import make_step
-    from tests.tiny_training import random_variables
+    from aiaic_jax.train import checkpoint, parallel
+    from bench.train import random_train_state
 
-    config = _config(config_name)
-    stage = stages.resolve(config, stage_name, train_size=1)
-    model = build_model(config.model)
-    template = loop.abstract_variables(model, config)
-    builder = make_step(config, stage, model, template["params"])
-    discriminator = None
-    if builder.discriminator is not None:
-        discriminator = random_variables(
-            loop.abstract_discriminator_variables(builder, config), seed=1
-        )
-    mesh = parallel.make_mesh()
+    _, _, mesh, state = random_train_state(_config(config_name), stage_name)
     sharding = parallel.replicated(mesh)
-    state = jax.jit(builder.init_state, out_shardings=sharding)(
-        random_variables(template), discriminator
-    )
     abstract = jax.eval_shape(lambda: state)
     times = {"packed": ([], []), "leaves": ([], [])}
     with tempfile.TemporaryDirectory() as directory:

@@ -47,29 +47,14 @@ def measure(
     import jax
     import numpy as np
 
-    from aiaic_jax.models.aiaic import build_model
-    from aiaic_jax.train import loop, parallel, stages
-    from aiaic_jax.train.steps import make_step
-    from tests.tiny_training import random_variables
+    from aiaic_jax.train import loop, parallel
 
     config = load_config(config_name)
     config.stages[stage_name].batch_size = batch_size
     if kernels:
         with config.model.backbone_overrides.unlocked():
             config.model.backbone_overrides.kernels = kernels
-    stage = stages.resolve(config, stage_name, train_size=1)
-    model = build_model(config.model)
-    template = loop.abstract_variables(model, config)
-    builder = make_step(config, stage, model, template["params"])
-    discriminator = None
-    if builder.discriminator is not None:
-        discriminator = random_variables(
-            loop.abstract_discriminator_variables(builder, config), seed=1
-        )
-    mesh = parallel.make_mesh()
-    state = jax.jit(builder.init_state, out_shardings=parallel.replicated(mesh))(
-        random_variables(template), discriminator
-    )
+    stage, builder, mesh, state = random_train_state(config, stage_name)
     size = int(config.data.image_size)
     samples = round(float(config.data.audio_seconds) * 16000)
     rng = np.random.default_rng(0)
@@ -116,6 +101,32 @@ def measure(
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "loss": float(metrics["loss"]),
     }
+
+
+def random_train_state(config, stage_name: str):
+    """(stage, its step, the mesh, a train state of random variables placed on the mesh) of a
+    config's stage: speed and checkpoint size do not depend on the values."""
+    import jax
+
+    from aiaic_jax.models.aiaic import build_model
+    from aiaic_jax.train import loop, parallel, stages
+    from aiaic_jax.train.steps import make_step
+    from tests.tiny_training import random_variables
+
+    stage = stages.resolve(config, stage_name, train_size=1)
+    model = build_model(config.model)
+    template = loop.abstract_variables(model, config)
+    builder = make_step(config, stage, model, template["params"])
+    discriminator = None
+    if builder.discriminator is not None:
+        discriminator = random_variables(
+            loop.abstract_discriminator_variables(builder, config), seed=1
+        )
+    mesh = parallel.make_mesh()
+    state = jax.jit(builder.init_state, out_shardings=parallel.replicated(mesh))(
+        random_variables(template), discriminator
+    )
+    return stage, builder, mesh, state
 
 
 def load_config(config_name: str):
