@@ -59,11 +59,12 @@ def measure(config_name: str, stage_name: str, repeats: int) -> dict:
                     )
                     stage_checkpoints.manager.wait_until_finished()
                 saves.append(time.perf_counter() - started)
+                if form == "packed" and step == 1:
+                    layout = stage_checkpoints.layout(step)["leaves"]
                 started = time.perf_counter()
                 jax.block_until_ready(stage_checkpoints.restore(step, abstract, sharding, None))
                 restores.append(time.perf_counter() - started)
             stage_checkpoints.close()
-    layout = checkpoint._pack(state)[1]["leaves"]
     return {
         "config": config_name,
         "stage": stage_name,

@@ -4,6 +4,7 @@ restore; the layout names every leaf."""
 
 import json
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,7 +104,7 @@ def test_a_checkpoint_written_before_the_packing_restores(sharding, tmp_path):
         3,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=checkpoint.grain.checkpoint.CheckpointSave(checkpoint._SavedState({"p": 1})),
+            data=grain.checkpoint.CheckpointSave(checkpoint._SavedState({"p": 1})),
             topology=ocp.args.JsonSave({"process_count": 1, "device_count": 1, "batch_size": 8}),
         ),
         force=True,

@@ -41,13 +41,15 @@ def test_compute_dtype_names_are_checked_and_casts_keep_other_leaves():
     assert cast["b"].dtype == bool and cast["s"] == 1.0 and cast["n"] is None
 
 
-def _float32_products(backbone: str) -> collections.Counter:
+def _float32_products(backbone: str, kernels: str | None) -> collections.Counter:
     """dot_general / conv_general_dilated of matrices or larger with a float32 operand, in the
     training gradient of the bfloat16 model in audio mode, by name stack."""
     config = tiny_model.model_config()
     config.backbone = backbone
     if backbone != "ddcolor_demo":
         config.backbone_overrides = {}
+    if kernels is not None:
+        config.backbone_overrides["kernels"] = kernels
     config.compute_dtype = "bfloat16"
     model = build_model(config)
     gray_l, color_rgb = jnp.ones((2, 64, 64, 1)), jnp.ones((2, 64, 64, 3))
@@ -99,9 +101,17 @@ def _float32_products(backbone: str) -> collections.Counter:
     return found
 
 
-@pytest.mark.parametrize("backbone", ["ddcolor_demo", "chromagan_demo", "discolor_demo"])
-def test_bfloat16_model_computes_every_product_in_bfloat16(backbone):
-    assert _float32_products(backbone) == collections.Counter()
+@pytest.mark.parametrize(
+    "backbone, kernels",
+    [
+        ("ddcolor_demo", "native"),
+        ("ddcolor_demo", "rewrite"),  # the CPU rewrites (auto on the CPU)
+        ("chromagan_demo", None),
+        ("discolor_demo", None),
+    ],
+)
+def test_bfloat16_model_computes_every_product_in_bfloat16(backbone, kernels):
+    assert _float32_products(backbone, kernels) == collections.Counter()
 
 
 def test_bfloat16_training_follows_float32_and_keeps_float32_state(tmp_path):
