@@ -1,5 +1,6 @@
 """The CPU rewrites against their native forms (`layers.use_rewrites`): forward and
-forward + backward time of each at DDColor-T's shapes (256 px).
+forward + backward time of each at DDColor-T's shapes (256 px; the sub-pixel projection also at
+128 px and at the DDColor demo's shapes, either side of `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`).
 
     PYTHONPATH=. python bench/kernels.py [--batch 4] [--repeats 5]
 
@@ -25,6 +26,8 @@ from aiaic_jax.models.backbones.layers import (
     conv_stride1,
     depthwise_conv,
     depthwise_conv_native,
+    subpixel_projection_by_subpixel,
+    subpixel_projection_native,
 )
 
 
@@ -59,6 +62,28 @@ def _cases(batch: int):
                 dot_product_attention,
                 _native_attention,
                 [(batch, 100, 8, 32), (batch, keys, 8, 32), (batch, keys, 8, 32)],
+            )
+        )
+    # The last upsampling times the refine layer's matrix: DDColor-T at 256 px, at 128 px with one
+    # image (the smallest features that take the loop, `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`), and
+    # the DDColor demo (64 px) at its training batch of 16 (half as many: the native form).
+    for label, sample, channels, in_channels, samples in (
+        ("T 256px", 64, 256, 256, batch),
+        ("T 128px", 32, 256, 256, 1),
+        ("demo 64px", 16, 32, 32, 16),
+    ):
+        cases.append(
+            (
+                "sub-pixel proj",
+                f"{label} x{samples}: {sample}x{sample}x{16 * channels}",
+                subpixel_projection_by_subpixel,
+                subpixel_projection_native,
+                [
+                    (samples, sample, sample, in_channels),
+                    (in_channels, 16 * channels),
+                    (16 * channels,),
+                    (samples, channels, 2),
+                ],
             )
         )
     return cases

@@ -30,7 +30,11 @@ import numpy as np
 from aiaic_jax.color import gray_rgb_from_l
 from aiaic_jax.models.backbones import get_backbone
 from aiaic_jax.models.backbones.ddcolor.convert import convert_ddcolor
-from aiaic_jax.models.backbones.ddcolor.decoder import color_maps, upsample_subpixel
+from aiaic_jax.models.backbones.ddcolor.decoder import (
+    PixelShuffleUpsample,
+    color_maps,
+    upsample_subpixel,
+)
 
 
 def import_official(src: Path):
@@ -154,7 +158,16 @@ def main() -> None:
     (ab, _), state = apply(backbone_vars, jnp.asarray(gray_l))
     inter = state["intermediates"]
     features, _ = inter["encoder"]["__call__"][0]
-    multi_scale, subpixel_features = inter["pixel_decoder"]["__call__"][0]
+    multi_scale, _ = inter["pixel_decoder"]["__call__"][0]
+    # The model applies the last upsampling's features times the refine layer's matrix (see
+    # DDColor); the features themselves, from the same layer on the 1/4 map:
+    last_upsample = PixelShuffleUpsample(model.decoder_widths[-1], 4, batch_norm=False)
+    subpixel_features = last_upsample.apply(
+        {c: v["pixel_decoder"]["last_upsample"] for c, v in backbone_vars.items()},
+        multi_scale[-1],
+        train=False,
+        subpixel_output=True,
+    )
     full_size = upsample_subpixel(subpixel_features, 4)
     ours = {
         **{f"encoder f{i}": features[i] for i in range(4)},

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from aiaic_jax.models.backbones import layers
 from aiaic_jax.models.backbones.ddcolor.convnext import ConvNeXt
 from aiaic_jax.models.backbones.ddcolor.decoder import _native_attention, dot_product_attention
 from aiaic_jax.models.backbones.layers import (
@@ -16,6 +17,9 @@ from aiaic_jax.models.backbones.layers import (
     depthwise_conv,
     depthwise_conv_native,
     relu,
+    subpixel_projection,
+    subpixel_projection_by_subpixel,
+    subpixel_projection_native,
     use_rewrites,
 )
 from aiaic_jax.train import loop
@@ -76,6 +80,34 @@ def test_relu_keeping_its_output_is_relu_with_relu_gradient():
 def test_attention_matches_jax_dot_product_attention():
     q, k, v = (jax.random.normal(_key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
     _assert_same_function_and_vjp(dot_product_attention, _native_attention, q, k, v, atol=2e-5)
+
+
+def _subpixel_inputs(batch=2, height=5, width=6, in_channels=7, channels=3, out_channels=2):
+    x = jax.random.normal(_key(8), (batch, height, width, in_channels))
+    kernel = 0.4 * jax.random.normal(_key(9), (in_channels, 16 * channels))
+    bias = 0.3 * jax.random.normal(_key(10), (16 * channels,))
+    projection = jax.random.normal(_key(11), (batch, channels, out_channels))
+    return x, kernel, bias, projection
+
+
+def test_subpixel_projection_by_subpixel_matches_the_product_of_all_features():
+    _assert_same_function_and_vjp(
+        subpixel_projection_by_subpixel, subpixel_projection_native, *_subpixel_inputs(), atol=1e-5
+    )
+
+
+def test_subpixel_projection_loops_on_the_cpu_from_its_size_up(monkeypatch):
+    inputs = _subpixel_inputs()  # 2 x 5 x 6 x 48 = 2880 feature elements
+
+    def loops(kernels: str) -> bool:
+        jaxpr = jax.make_jaxpr(lambda *a: subpixel_projection(*a, kernels=kernels))(*inputs)
+        return "scan" in str(jaxpr)
+
+    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 2880)
+    assert loops("rewrite") and not loops("native")
+    assert loops("auto") == (jax.default_backend() == "cpu")
+    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 2881)
+    assert not loops("rewrite")
 
 
 def test_remat_gives_the_same_gradients():

@@ -8,10 +8,11 @@ in eval mode, pixel-shuffle channel order, default initialisers).
 Kernels per platform. XLA:CPU runs some operations, above all their gradients, far slower than
 the same arithmetic written another way; GPUs and TPUs have fast native paths for them (cuDNN's
 grouped convolutions and attention). Each such operation has a CPU rewrite with a hand-written
-gradient here (`depthwise_conv`, `conv_stride1`, and DDColor's attention in `ddcolor/decoder.py`)
-and a native form; `use_rewrites(kernels)` is the one place that chooses: a module's `kernels`
-field is "auto" (the rewrites on CPU, the native forms elsewhere), "rewrite" or "native", set in a
-config through `model.backbone_overrides.kernels`. tests/test_kernels.py checks every rewrite
+gradient here (`depthwise_conv`, `conv_stride1`, `subpixel_projection_by_subpixel`, and
+DDColor's attention in `ddcolor/decoder.py`) and a native form; `use_rewrites(kernels)` is the
+one place that chooses: a module's `kernels` field is "auto" (the rewrites on CPU, the native
+forms elsewhere), "rewrite" or "native", set in a config through
+`model.backbone_overrides.kernels`. tests/test_kernels.py checks every rewrite
 against its native form, values and gradients.
 """
 
@@ -213,13 +214,15 @@ def _conv_stride1_bwd(padding, residuals, grad):
     # every shift is a window of x's size.
     pad = size - 1 - padding
     padded = jnp.pad(grad, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    # x transposed once, not in every step of the loop (the product contracts over its rows).
+    x_t = x.reshape(-1, in_features).T
 
     def offset(index):
         i, j = index // size, index % size
         window = jax.lax.dynamic_slice(
             padded, (0, size - 1 - i, size - 1 - j, 0), (batch, height, width, out_features)
         )
-        return jnp.einsum("bhwc,bhwo->co", x, window)
+        return x_t @ window.reshape(-1, out_features)
 
     grad_kernel = jax.lax.map(offset, jnp.arange(size * size))
     grad_kernel = grad_kernel.reshape(size, size, in_features, out_features)
@@ -268,6 +271,134 @@ def _relu_bwd(y, grad):
 
 
 relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+# From this many elements of sub-pixel features up, `subpixel_projection` takes its CPU rewrite
+# (bench/kernels.py: from DDColor-T's 16 MiB at 128 px and batch 1 up, the loop is faster in the
+# forward pass and the gradient; at the DDColor demo's 8 MiB, batch 16, its forward pass takes
+# up to twice as long and its gradient 10-30% less: the demo keeps the native form, and with it
+# its arithmetic).
+SUBPIXEL_LOOP_MIN_ELEMENTS = 2**22
+
+
+def subpixel_projection(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    projection: jax.Array,
+    *,
+    kernels: str = "auto",
+) -> jax.Array:
+    """relu(x @ kernel + bias) per pixel, each sub-pixel's features times the sample's matrix.
+
+    x: [B, h, w, Cin]; kernel: [Cin, S * C] and bias: [S * C], output channels in sub-pixel-major
+    order (s, c) (`to_subpixel_major`); projection: [B, C, O]. Returns [B, h, w, S * O], channels
+    (s, o): the features of the upsampled image, S sub-pixels per pixel, each multiplied by the
+    projection without the [B, h, w, S * C] features ever being an output. DDColor's last
+    upsampling and the share of its refine layer that reads them (see `DDColor`).
+
+    Large features on the CPU (`use_rewrites` and at least `SUBPIXEL_LOOP_MIN_ELEMENTS`) take
+    `subpixel_projection_by_subpixel`, the rest `subpixel_projection_native`: the same function.
+    """
+    size = int(np.prod(x.shape[1:-1])) * kernel.shape[-1]
+    if isinstance(x.shape[0], int):
+        size *= x.shape[0]  # a symbolic batch (jax.export): one picture's
+    if use_rewrites(kernels) and size >= SUBPIXEL_LOOP_MIN_ELEMENTS:
+        return subpixel_projection_by_subpixel(x, kernel, bias, projection)
+    return subpixel_projection_native(x, kernel, bias, projection)
+
+
+def subpixel_projection_native(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, projection: jax.Array
+) -> jax.Array:
+    """`subpixel_projection` as written: every feature, then the products."""
+    batch, height, width, _ = x.shape
+    subpixels = kernel.shape[-1] // projection.shape[1]
+    features = relu(x @ kernel + bias).reshape(batch, height, width, subpixels, -1)
+    out = jnp.einsum("bhwsc,bco->bhwso", features, projection)
+    return out.reshape(batch, height, width, -1)
+
+
+@jax.custom_vjp
+def subpixel_projection_by_subpixel(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, projection: jax.Array
+) -> jax.Array:
+    """The CPU rewrite of `subpixel_projection`: a loop over the sub-pixels, each one's features
+    computed and multiplied while they are in the cache, with the gradient written out the same
+    way. Autodiff of the native form holds the features' gradient, its masked copy and a
+    transposed copy at once (each as large as the features: 256 MiB for DDColor-T at batch 4);
+    this holds one sub-pixel's. The features themselves stay for the backward pass."""
+    return _project_subpixels(x, kernel, bias, projection, keep_features=False)[0]
+
+
+def _subpixel_chunks(kernel: jax.Array, bias: jax.Array, channels: int):
+    # [Cin, S * C] and [S * C] -> [S, Cin, C] and [S, C]
+    subpixels = kernel.shape[-1] // channels
+    chunks = kernel.reshape(kernel.shape[0], subpixels, channels).transpose(1, 0, 2)
+    return chunks, bias.reshape(subpixels, channels)
+
+
+def _project_subpixels(x, kernel, bias, projection, *, keep_features):
+    batch, height, width, _ = x.shape
+    kernel_chunks, bias_chunks = _subpixel_chunks(kernel, bias, projection.shape[1])
+
+    def one(_, weights):
+        chunk_kernel, chunk_bias = weights
+        features = jnp.maximum(x @ chunk_kernel + chunk_bias, 0)  # [B, h, w, C]
+        out = jnp.einsum("bhwc,bco->bhwo", features, projection)
+        return None, ((out, features) if keep_features else out)
+
+    _, result = jax.lax.scan(one, None, (kernel_chunks, bias_chunks))
+    out, features = result if keep_features else (result, None)
+    out = jnp.moveaxis(out, 0, 3).reshape(batch, height, width, -1)  # [S, B, h, w, O] -> ...
+    return out, (x, kernel_chunks, projection, features)
+
+
+def _subpixel_projection_forward(x, kernel, bias, projection):
+    return _project_subpixels(x, kernel, bias, projection, keep_features=True)
+
+
+def _subpixel_projection_backward(residuals, grad_out):
+    x, kernel_chunks, projection, features = residuals  # features: [S, B, h, w, C]
+    batch, height, width, in_channels = x.shape
+    subpixels = kernel_chunks.shape[0]
+    grads = jnp.moveaxis(grad_out.reshape(batch, height, width, subpixels, -1), 3, 0)
+    # The products below contract over the pixels. Each is written with the operand that has to
+    # be transposed for it transposed once here (x) or small (the gradient of the output), not a
+    # transposed copy of a [B * h * w, C] chunk in every step of the loop.
+    x_t = x.reshape(-1, in_channels).T  # [Cin, B * h * w]
+    f32 = jnp.float32
+
+    def one(carry, inputs):
+        grad_x, grad_projection_t = carry
+        chunk_kernel, chunk_features, grad = inputs
+        grad_features = jnp.einsum("bhwo,bco->bhwc", grad, projection)
+        grad_pre = jnp.where(chunk_features > 0, grad_features, jnp.zeros_like(grad_features))
+        grad_kernel = x_t @ grad_pre.reshape(-1, grad_pre.shape[-1])
+        grad_bias = grad_pre.sum((0, 1, 2))
+        # The sums over sub-pixels in float32, as one matrix product would accumulate them.
+        grad_x = grad_x + jnp.einsum(
+            "bhwc,ic->bhwi", grad_pre, chunk_kernel, preferred_element_type=f32
+        )
+        grad_projection_t = grad_projection_t + jnp.einsum(
+            "bhwo,bhwc->boc", grad, chunk_features, preferred_element_type=f32
+        )
+        return (grad_x, grad_projection_t), (grad_kernel, grad_bias)
+
+    start = (jnp.zeros(x.shape, f32), jnp.zeros(jnp.swapaxes(projection, 1, 2).shape, f32))
+    (grad_x, grad_projection_t), (grad_kernels, grad_biases) = jax.lax.scan(
+        one, start, (kernel_chunks, features, grads)
+    )
+    grad_kernel = grad_kernels.transpose(1, 0, 2).reshape(in_channels, -1)
+    return (
+        grad_x.astype(x.dtype),
+        grad_kernel,
+        grad_biases.reshape(-1),
+        jnp.swapaxes(grad_projection_t, 1, 2).astype(projection.dtype),
+    )
+
+
+subpixel_projection_by_subpixel.defvjp(_subpixel_projection_forward, _subpixel_projection_backward)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:

@@ -24,6 +24,7 @@ from aiaic_jax.models.backbones.layers import (
     pixel_shuffle,
     relu,
     sine_position_encoding,
+    subpixel_projection,
     to_subpixel_major,
     torch_default_bias,
     torch_default_kernel,
@@ -66,6 +67,7 @@ class PixelShuffleUpsample(nn.Module):
     scale: int = 2
     batch_norm: bool = True  # a BatchNorm after the conv (and no conv bias)
     blur: bool = True
+    kernels: str = "auto"  # see layers.use_rewrites (the projected output)
 
     @nn.compact
     def __call__(
@@ -75,6 +77,7 @@ class PixelShuffleUpsample(nn.Module):
         train: bool,
         hook: FeatureHook | None = None,
         subpixel_output: bool = False,
+        projection: jax.Array | None = None,
     ) -> jax.Array:
         """x: [B, h, w, Cin] -> [B, h * scale, w * scale, features].
 
@@ -82,6 +85,9 @@ class PixelShuffleUpsample(nn.Module):
         subpixel_output: return the features before the shuffle and blur instead, channels in
         sub-pixel-major order, [B, h, w, scale**2 * features] (see `upsample_subpixel`); only
         without BatchNorm and hook.
+        projection: [B, features, O]: return those sub-pixel features times each sample's
+        matrix, [B, h, w, scale**2 * O] (`layers.subpixel_projection`); only without BatchNorm
+        and hook.
         """
         channels = self.features * self.scale**2
         conv = SpectralNormConv(
@@ -92,7 +98,7 @@ class PixelShuffleUpsample(nn.Module):
             name="conv",
         )
         if self.batch_norm or hook is not None:
-            if subpixel_output:
+            if subpixel_output or projection is not None:
                 raise ValueError("sub-pixel output needs an upsampling without BatchNorm or hook")
             x = conv(x, train=train)
             if self.batch_norm:
@@ -103,7 +109,14 @@ class PixelShuffleUpsample(nn.Module):
             return _blur(x) if self.blur else x
         # Nothing per-channel between conv and shuffle: compute the channels sub-pixel first,
         # which makes the shuffle a cheap transpose of whole channel vectors.
-        x = relu(conv(x, train=train, output_order=partial(to_subpixel_major, scale=self.scale)))
+        order = partial(to_subpixel_major, scale=self.scale)
+        if projection is not None:
+            kernel, sigma, bias = conv.weights(x.shape[-1], train=train)
+            kernel = order(kernel) / sigma  # `conv`'s own order of operations
+            return subpixel_projection(
+                x, kernel[0, 0], order(bias), projection, kernels=self.kernels
+            )
+        x = relu(conv(x, train=train, output_order=order))
         return x if subpixel_output else upsample_subpixel(x, self.scale, self.blur)
 
 
@@ -161,14 +174,18 @@ class PixelDecoder(nn.Module):
         *,
         train: bool,
         hook: FeatureHook | None = None,
+        project: Callable[[list[jax.Array]], jax.Array] | None = None,
     ) -> tuple[list[jax.Array], jax.Array]:
         """encoder_features: [f0 (1/4), f1 (1/8), f2 (1/16), f3 (1/32)], NHWC.
 
         hook: applied after the decoder's first convolutional layer (see DDColor).
+        project: from the three maps, the matrix [B, widths[2], O] that is applied to every
+        full-size feature vector (DDColor's colour decoder and refine layer).
         Returns the 1/16, 1/8 and 1/4 maps (widths[0..2] channels) and the full-size features
         in sub-pixel form, [B, H/4, W/4, 16 * widths[2]]; `upsample_subpixel(x, 4, blur)`
         turns them into the [B, H, W, widths[2]] image features. They stay in that form
-        because everything DDColor does with them is per pixel and linear (see DDColor).
+        because everything DDColor does with them is per pixel and linear (see DDColor). With
+        `project`, the features times its matrix instead, [B, H/4, W/4, 16 * O].
         """
         x = encoder_features[-1]
         skips = encoder_features[-2::-1]  # 1/16, 1/8, 1/4
@@ -182,10 +199,17 @@ class PixelDecoder(nn.Module):
                 x, skip, train, block_hook
             )
             multi_scale.append(x)
-        full_size = PixelShuffleUpsample(
-            self.widths[-1], 4, batch_norm=False, blur=self.blur, name="last_upsample"
-        )(x, train=train, subpixel_output=True)
-        return multi_scale, full_size
+        last_upsample = PixelShuffleUpsample(
+            self.widths[-1],
+            4,
+            batch_norm=False,
+            blur=self.blur,
+            kernels=self.kernels,
+            name="last_upsample",
+        )
+        if project is None:
+            return multi_scale, last_upsample(x, train=train, subpixel_output=True)
+        return multi_scale, last_upsample(x, train=train, projection=project(multi_scale))
 
 
 @jax.custom_vjp

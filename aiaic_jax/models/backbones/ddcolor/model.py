@@ -156,14 +156,7 @@ class DDColor(nn.Module):
                 features=self.guidance_channels, hidden=self.guidance_hidden, name="dsg"
             )
             hook = lambda x: dsg(x, guidance)
-        multi_scale, subpixel_features = PixelDecoder(
-            self.decoder_widths,
-            self.blur,
-            kernels=self.kernels,
-            remat=self.remat,
-            name="pixel_decoder",
-        )(encoder_features, train=train, hook=hook)
-        color_embeddings = MultiScaleColorDecoder(
+        color_decoder = MultiScaleColorDecoder(
             num_queries=self.num_queries,
             num_layers=self.num_color_layers,
             hidden_dim=self.hidden_dim,
@@ -173,25 +166,29 @@ class DDColor(nn.Module):
             kernels=self.kernels,
             remat=self.remat,
             name="color_decoder",
-        )(multi_scale)  # [B, Q, E]
-
+        )
         # refine is a 1x1 conv over concat(colour maps, image), the maps being dot products of
         # the colour embeddings with the full-size features (`color_maps`). Both are linear and
         # per pixel, and the full-size features are the sub-pixel ones shuffled and blurred
         # (linear, across pixels). So the maps' share of refine is applied to the sub-pixel
-        # features (E -> 2 channels) and only ab is upsampled: the same function, without any
-        # full-resolution tensor of E or Q channels.
+        # features (E -> 2 channels), inside the pixel decoder's last upsampling, and only ab is
+        # upsampled: the same function, without any full-resolution tensor of E or Q channels.
         kernel, bias = SpectralNormConv(
             self.num_output_channels, kernel_size=1, name="refine"
         ).normalized(self.num_queries + 3, train=train)
         maps_to_ab, image_to_ab = kernel[0, 0, : self.num_queries], kernel[0, 0, self.num_queries :]
-        features_to_ab = jnp.einsum("bqc,qo->bco", color_embeddings, maps_to_ab)  # [B, E, 2]
-        batch, h, w, _ = subpixel_features.shape
-        subpixel_ab = jnp.einsum(
-            "bhwkc,bco->bhwko",
-            subpixel_features.reshape(batch, h, w, _LAST_SCALE**2, -1),
-            features_to_ab,
-        ).reshape(batch, h, w, -1)  # [B, H/4, W/4, 16 * 2]
+
+        def features_to_ab(multi_scale: list[jax.Array]) -> jax.Array:
+            color_embeddings = color_decoder(multi_scale)  # [B, Q, E]
+            return jnp.einsum("bqc,qo->bco", color_embeddings, maps_to_ab)  # [B, E, 2]
+
+        _, subpixel_ab = PixelDecoder(
+            self.decoder_widths,
+            self.blur,
+            kernels=self.kernels,
+            remat=self.remat,
+            name="pixel_decoder",
+        )(encoder_features, train=train, hook=hook, project=features_to_ab)  # [B, H/4, W/4, 32]
         ab = upsample_subpixel(subpixel_ab, _LAST_SCALE, self.blur)
         return ab + image @ image_to_ab + bias, {}
 
