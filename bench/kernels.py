@@ -20,7 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aiaic_jax.models.backbones.ddcolor.decoder import _native_attention, dot_product_attention
+from aiaic_jax.models.backbones.ddcolor.decoder import (
+    _native_attention,
+    attention_by_head,
+    dot_product_attention,
+)
 from aiaic_jax.models.backbones.layers import (
     conv,
     conv_stride1,
@@ -54,16 +58,22 @@ def _cases(batch: int):
                 [(batch, size, size, c_in), (3, 3, c_in, c_out)],
             )
         )
-    for keys in (4096, 1024, 256):  # the colour decoder's cross-attention, per scale
-        cases.append(
-            (
-                "attention",
-                f"100 queries x {keys} keys",
-                dot_product_attention,
-                _native_attention,
-                [(batch, 100, 8, 32), (batch, keys, 8, 32), (batch, keys, 8, 32)],
+    # The colour decoder's cross-attention, per scale: all heads at once, and the loop over the
+    # heads that the CPU takes from `ATTENTION_LOOP_MIN_KEYS` keys up.
+    for name, rewrite, scales in (
+        ("attention", dot_product_attention, (4096, 1024, 256)),
+        ("attn by head", attention_by_head, (4096, 1024)),
+    ):
+        for keys in scales:
+            cases.append(
+                (
+                    name,
+                    f"100 queries x {keys} keys",
+                    rewrite,
+                    _native_attention,
+                    [(batch, 100, 8, 32), (batch, keys, 8, 32), (batch, keys, 8, 32)],
+                )
             )
-        )
     # The last upsampling times the refine layer's matrix: DDColor-T at 256 px, at 128 px with one
     # image (the smallest features that take the loop, `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`), and
     # the DDColor demo (64 px) at its training batch of 16 (half as many: the native form).

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from aiaic_jax.models.backbones import layers
+from aiaic_jax.models.backbones.ddcolor import decoder
 from aiaic_jax.models.backbones.ddcolor.convnext import ConvNeXt
-from aiaic_jax.models.backbones.ddcolor.decoder import _native_attention, dot_product_attention
+from aiaic_jax.models.backbones.ddcolor.decoder import (
+    _native_attention,
+    attention_by_head,
+    cpu_attention,
+    dot_product_attention,
+)
 from aiaic_jax.models.backbones.layers import (
     conv,
     conv_stride1,
@@ -77,9 +83,30 @@ def test_relu_keeping_its_output_is_relu_with_relu_gradient():
     _assert_same_function_and_vjp(relu, jax.nn.relu, x, atol=0)
 
 
+def _attention_inputs():
+    return [jax.random.normal(_key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9))]
+
+
 def test_attention_matches_jax_dot_product_attention():
-    q, k, v = (jax.random.normal(_key(i), (2, n, 4, 8)) for i, n in enumerate((5, 9, 9)))
+    q, k, v = _attention_inputs()
     _assert_same_function_and_vjp(dot_product_attention, _native_attention, q, k, v, atol=2e-5)
+
+
+def test_attention_by_head_matches_jax_dot_product_attention():
+    q, k, v = _attention_inputs()
+    _assert_same_function_and_vjp(attention_by_head, _native_attention, q, k, v, atol=2e-5)
+
+
+def test_cpu_attention_loops_over_the_heads_from_its_number_of_keys_up(monkeypatch):
+    def loops() -> bool:
+        # A new function each time: JAX keeps the traces of a function it has seen.
+        jaxpr = jax.make_jaxpr(lambda *a: cpu_attention(*a))(*_attention_inputs())
+        return "scan" in str(jaxpr)
+
+    monkeypatch.setattr(decoder, "ATTENTION_LOOP_MIN_KEYS", 9)
+    assert loops()
+    monkeypatch.setattr(decoder, "ATTENTION_LOOP_MIN_KEYS", 10)
+    assert not loops()
 
 
 def _subpixel_inputs(batch=2, height=5, width=6, in_channels=7, channels=3, out_channels=2):

@@ -13,6 +13,7 @@ import pytest
 from aiaic_jax.color import rgb_to_l_ab, rgb_uint8_to_float
 from aiaic_jax.models.aiaic import build_model
 from aiaic_jax.models.backbones import layers
+from aiaic_jax.models.backbones.ddcolor import decoder
 from aiaic_jax.models.precision import cast_floating, compute_dtype
 from aiaic_jax.train import loop
 from tests import tiny_model
@@ -112,8 +113,9 @@ def _float32_products(backbone: str, kernels: str | None) -> collections.Counter
     ],
 )
 def test_bfloat16_model_computes_every_product_in_bfloat16(backbone, kernels, monkeypatch):
-    # Every rewrite, also the sub-pixel loop that only larger features take.
+    # Every rewrite, also the loops that only larger features and attention maps take.
     monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(decoder, "ATTENTION_LOOP_MIN_KEYS", 0)
     assert _float32_products(backbone, kernels) == collections.Counter()
 
 

@@ -212,14 +212,30 @@ class PixelDecoder(nn.Module):
         return multi_scale, last_upsample(x, train=train, projection=project(multi_scale))
 
 
+# From this many keys up, the CPU rewrite of the attention loops over the heads
+# (`attention_by_head`); below, all heads at once (`dot_product_attention`). bench/kernels.py,
+# DDColor-T's colour decoder: with the 4096 keys of the 1/4 scale (256 px) the loop is faster at
+# batch 1 and 4, forward and gradient; with the 1024 of the 1/8 scale its gradient is no faster
+# (as fast in one run, 30% slower in another).
+ATTENTION_LOOP_MIN_KEYS = 4096
+
+
+def cpu_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """The CPU rewrite of `jax.nn.dot_product_attention` (no mask, no dropout; see
+    `layers.use_rewrites`): `attention_by_head` for many keys, else `dot_product_attention`.
+    query [B, Q, H, d], key/value [B, K, H, d]."""
+    if key.shape[1] >= ATTENTION_LOOP_MIN_KEYS:
+        return attention_by_head(query, key, value)
+    return dot_product_attention(query, key, value)
+
+
 @jax.custom_vjp
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(d)) v per head; query [B, Q, H, d], key/value [B, K, H, d].
 
-    The CPU rewrite of `jax.nn.dot_product_attention` (no mask, no dropout; see
-    `layers.use_rewrites`). The gradient is written out (as in FlashAttention) so that the
-    softmax backward needs a reduction over d, not over the keys: XLA:CPU is slow at the latter
-    for the 4096 keys of the 1/4 scale.
+    The gradient is written out (as in FlashAttention) so that the softmax backward needs a
+    reduction over d, not over the keys: XLA:CPU is slow at the latter for the 4096 keys of the
+    1/4 scale.
     """
     return _attention_forward(query, key, value)[0]
 
@@ -245,6 +261,57 @@ def _attention_backward(residuals, grad_out):
 
 
 dot_product_attention.defvjp(_attention_forward, _attention_backward)
+
+
+def _heads_first(x: jax.Array) -> jax.Array:
+    return jnp.transpose(x, (2, 0, 1, 3))  # [B, N, H, d] -> [H, B, N, d]
+
+
+def _heads_back(x: jax.Array) -> jax.Array:
+    return jnp.transpose(x, (1, 2, 0, 3))  # [H, B, N, d] -> [B, N, H, d]
+
+
+@jax.custom_vjp
+def attention_by_head(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """`dot_product_attention` as a loop over the heads, forward and gradient: one head's
+    attention weights ([B, Q, K]) are computed, normalised and used while they are in the cache,
+    instead of every pass going over all of them."""
+    return _attention_by_head_forward(query, key, value)[0]
+
+
+def _attention_by_head_forward(query, key, value):
+    scale = 1.0 / math.sqrt(query.shape[-1])  # a Python float keeps the input dtype
+    queries, keys, values = _heads_first(query * scale), _heads_first(key), _heads_first(value)
+
+    def one(_, head):
+        q, k, v = head
+        weights = jax.nn.softmax(jnp.einsum("bqd,bkd->bqk", q, k), axis=-1)
+        return None, (jnp.einsum("bqk,bkd->bqd", weights, v), weights)
+
+    _, (out, weights) = jax.lax.scan(one, None, (queries, keys, values))
+    return _heads_back(out), (queries, keys, values, weights, out)
+
+
+def _attention_by_head_backward(residuals, grad_out):
+    queries, keys, values, weights, out = residuals  # queries scaled; weights [H, B, Q, K]
+    scale = 1.0 / math.sqrt(queries.shape[-1])
+
+    def one(_, head):
+        q, k, v, w, o, g = head
+        grad_value = jnp.einsum("bqk,bqd->bkd", w, g)
+        # sum_k grad_weights * weights = g . out, a reduction over d only.
+        grad_weights = jnp.einsum("bqd,bkd->bqk", g, v)
+        grad_logits = w * (grad_weights - jnp.einsum("bqd,bqd->bq", g, o)[..., None])
+        grad_query = jnp.einsum("bqk,bkd->bqd", grad_logits, k) * scale
+        grad_key = jnp.einsum("bqk,bqd->bkd", grad_logits, q)  # q holds the scale
+        return None, (grad_query, grad_key, grad_value)
+
+    head_inputs = (queries, keys, values, weights, out, _heads_first(grad_out))
+    _, grads = jax.lax.scan(one, None, head_inputs)
+    return tuple(_heads_back(g) for g in grads)
+
+
+attention_by_head.defvjp(_attention_by_head_forward, _attention_by_head_backward)
 
 
 class MultiHeadAttention(nn.Module):
@@ -275,7 +342,7 @@ class MultiHeadAttention(nn.Module):
             )(x)
 
         # Native: XLA's attention, or cuDNN's fused kernel on GPU where it applies.
-        attention = dot_product_attention if use_rewrites(self.kernels) else _native_attention
+        attention = cpu_attention if use_rewrites(self.kernels) else _native_attention
         attended = attention(project(query, "query"), project(key, "key"), project(value, "value"))
         return nn.DenseGeneral(
             dim,
