@@ -75,8 +75,8 @@ def _cases(batch: int):
                 )
             )
     # The last upsampling times the refine layer's matrix: DDColor-T at 256 px, at 128 px with one
-    # image (the smallest features that take the loop, `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`), and
-    # the DDColor demo (64 px) at its training batch of 16 (half as many: the native form).
+    # image (the smallest pictures that take the loop, `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`), and
+    # the DDColor demo (64 px, 1/32 of that per picture: the native form) at its batch of 16.
     for label, sample, channels, in_channels, samples in (
         ("T 256px", 64, 256, 256, batch),
         ("T 128px", 32, 256, 256, 1),

@@ -123,17 +123,17 @@ def test_subpixel_projection_by_subpixel_matches_the_product_of_all_features():
     )
 
 
-def test_subpixel_projection_loops_on_the_cpu_from_its_size_up(monkeypatch):
-    inputs = _subpixel_inputs()  # 2 x 5 x 6 x 48 = 2880 feature elements
+def test_subpixel_projection_loops_on_the_cpu_from_a_pictures_size_up(monkeypatch):
+    inputs = _subpixel_inputs()  # 5 x 6 x 48 = 1440 feature elements per picture, 2 pictures
 
     def loops(kernels: str) -> bool:
         jaxpr = jax.make_jaxpr(lambda *a: subpixel_projection(*a, kernels=kernels))(*inputs)
         return "scan" in str(jaxpr)
 
-    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 2880)
+    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 1440)
     assert loops("rewrite") and not loops("native")
     assert loops("auto") == (jax.default_backend() == "cpu")
-    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 2881)
+    monkeypatch.setattr(layers, "SUBPIXEL_LOOP_MIN_ELEMENTS", 1441)
     assert not loops("rewrite")
 
 

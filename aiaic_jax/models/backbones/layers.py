@@ -273,11 +273,12 @@ def _relu_bwd(y, grad):
 relu.defvjp(_relu_fwd, _relu_bwd)
 
 
-# From this many elements of sub-pixel features up, `subpixel_projection` takes its CPU rewrite
-# (bench/kernels.py: from DDColor-T's 16 MiB at 128 px and batch 1 up, the loop is faster in the
-# forward pass and the gradient; at the DDColor demo's 8 MiB, batch 16, its forward pass takes
-# up to twice as long and its gradient 10-30% less: the demo keeps the native form, and with it
-# its arithmetic).
+# From this many elements of one picture's sub-pixel features up, `subpixel_projection` takes
+# its CPU rewrite, whatever the batch, so that a picture's colours do not depend on the batch it
+# is in (bench/kernels.py: from DDColor-T's 16 MiB at 128 px and batch 1 up, the loop is faster
+# in the forward pass and the gradient; at the DDColor demo's 8 MiB, a batch of 16 of its 0.5 MiB
+# pictures, its forward pass takes up to twice as long and its gradient 0-30% less: the demo
+# keeps the native form, and with it its arithmetic).
 SUBPIXEL_LOOP_MIN_ELEMENTS = 2**22
 
 
@@ -297,13 +298,12 @@ def subpixel_projection(
     projection without the [B, h, w, S * C] features ever being an output. DDColor's last
     upsampling and the share of its refine layer that reads them (see `DDColor`).
 
-    Large features on the CPU (`use_rewrites` and at least `SUBPIXEL_LOOP_MIN_ELEMENTS`) take
-    `subpixel_projection_by_subpixel`, the rest `subpixel_projection_native`: the same function.
+    Large features on the CPU (`use_rewrites`, and at least `SUBPIXEL_LOOP_MIN_ELEMENTS` per
+    picture) take `subpixel_projection_by_subpixel`, the rest `subpixel_projection_native`: the
+    same function.
     """
-    size = int(np.prod(x.shape[1:-1])) * kernel.shape[-1]
-    if isinstance(x.shape[0], int):
-        size *= x.shape[0]  # a symbolic batch (jax.export): one picture's
-    if use_rewrites(kernels) and size >= SUBPIXEL_LOOP_MIN_ELEMENTS:
+    per_picture = int(np.prod(x.shape[1:-1])) * kernel.shape[-1]
+    if use_rewrites(kernels) and per_picture >= SUBPIXEL_LOOP_MIN_ELEMENTS:
         return subpixel_projection_by_subpixel(x, kernel, bias, projection)
     return subpixel_projection_native(x, kernel, bias, projection)
 
