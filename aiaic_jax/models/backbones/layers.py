@@ -385,7 +385,8 @@ def _subpixel_projection_backward(residuals, grad_out):
         )
         return (grad_x, grad_projection_t), (grad_kernel, grad_bias)
 
-    start = (jnp.zeros(x.shape, f32), jnp.zeros(jnp.swapaxes(projection, 1, 2).shape, f32))
+    _, channels, out_channels = projection.shape
+    start = (jnp.zeros(x.shape, f32), jnp.zeros((batch, out_channels, channels), f32))
     (grad_x, grad_projection_t), (grad_kernels, grad_biases) = jax.lax.scan(
         one, start, (kernel_chunks, features, grads)
     )

@@ -173,19 +173,20 @@ class PixelDecoder(nn.Module):
         encoder_features: Sequence[jax.Array],
         *,
         train: bool,
+        project: Callable[[list[jax.Array]], jax.Array],
         hook: FeatureHook | None = None,
-        project: Callable[[list[jax.Array]], jax.Array] | None = None,
     ) -> tuple[list[jax.Array], jax.Array]:
         """encoder_features: [f0 (1/4), f1 (1/8), f2 (1/16), f3 (1/32)], NHWC.
 
-        hook: applied after the decoder's first convolutional layer (see DDColor).
         project: from the three maps, the matrix [B, widths[2], O] that is applied to every
         full-size feature vector (DDColor's colour decoder and refine layer).
+        hook: applied after the decoder's first convolutional layer (see DDColor).
         Returns the 1/16, 1/8 and 1/4 maps (widths[0..2] channels) and the full-size features
-        in sub-pixel form, [B, H/4, W/4, 16 * widths[2]]; `upsample_subpixel(x, 4, blur)`
-        turns them into the [B, H, W, widths[2]] image features. They stay in that form
-        because everything DDColor does with them is per pixel and linear (see DDColor). With
-        `project`, the features times its matrix instead, [B, H/4, W/4, 16 * O].
+        times `project`'s matrix in sub-pixel form, [B, H/4, W/4, 16 * O];
+        `upsample_subpixel(x, 4, blur)` turns them into the [B, H, W, O] image. Everything
+        DDColor does with the full-size features is per pixel and linear (see DDColor), so the
+        [B, H, W, widths[2]] features themselves are never formed (`last_upsample` alone with
+        `subpixel_output` gives them in sub-pixel form).
         """
         x = encoder_features[-1]
         skips = encoder_features[-2::-1]  # 1/16, 1/8, 1/4
@@ -207,8 +208,6 @@ class PixelDecoder(nn.Module):
             kernels=self.kernels,
             name="last_upsample",
         )
-        if project is None:
-            return multi_scale, last_upsample(x, train=train, subpixel_output=True)
         return multi_scale, last_upsample(x, train=train, projection=project(multi_scale))
 
 
