@@ -28,7 +28,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev browser-tools
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# That the method learns: every stage of the tiny model, then its evaluation (about 3 minutes).
+# That the method learns, alone (part of `make test` too): every stage of the tiny model, then
+# its evaluation (about 2 minutes).
 test-learning: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m learning tests/test_learning.py
 
