@@ -327,8 +327,10 @@ def subpixel_projection_by_subpixel(
     computed and multiplied while they are in the cache, with the gradient written out the same
     way. Autodiff of the native form holds the features' gradient, its masked copy and a
     transposed copy at once (each as large as the features: 256 MiB for DDColor-T at batch 4);
-    this holds one sub-pixel's. The features themselves stay for the backward pass."""
-    return _project_subpixels(x, kernel, bias, projection, keep_features=False)[0]
+    this holds one sub-pixel's. The backward pass computes each sub-pixel's features again
+    rather than keeping them all from the forward pass: one more matrix product per sub-pixel
+    instead of writing, zeroing first, and reading back a buffer as large as all of them."""
+    return _project_subpixels(x, kernel, bias, projection)[0]
 
 
 def _subpixel_chunks(kernel: jax.Array, bias: jax.Array, channels: int):
@@ -338,28 +340,25 @@ def _subpixel_chunks(kernel: jax.Array, bias: jax.Array, channels: int):
     return chunks, bias.reshape(subpixels, channels)
 
 
-def _project_subpixels(x, kernel, bias, projection, *, keep_features):
+def _subpixel_features(x, chunk_kernel, chunk_bias):
+    return jnp.maximum(x @ chunk_kernel + chunk_bias, 0)  # [B, h, w, C]
+
+
+def _project_subpixels(x, kernel, bias, projection):
     batch, height, width, _ = x.shape
     kernel_chunks, bias_chunks = _subpixel_chunks(kernel, bias, projection.shape[1])
 
     def one(_, weights):
-        chunk_kernel, chunk_bias = weights
-        features = jnp.maximum(x @ chunk_kernel + chunk_bias, 0)  # [B, h, w, C]
-        out = jnp.einsum("bhwc,bco->bhwo", features, projection)
-        return None, ((out, features) if keep_features else out)
+        features = _subpixel_features(x, *weights)
+        return None, jnp.einsum("bhwc,bco->bhwo", features, projection)
 
-    _, result = jax.lax.scan(one, None, (kernel_chunks, bias_chunks))
-    out, features = result if keep_features else (result, None)
+    _, out = jax.lax.scan(one, None, (kernel_chunks, bias_chunks))
     out = jnp.moveaxis(out, 0, 3).reshape(batch, height, width, -1)  # [S, B, h, w, O] -> ...
-    return out, (x, kernel_chunks, projection, features)
-
-
-def _subpixel_projection_forward(x, kernel, bias, projection):
-    return _project_subpixels(x, kernel, bias, projection, keep_features=True)
+    return out, (x, kernel_chunks, bias_chunks, projection)
 
 
 def _subpixel_projection_backward(residuals, grad_out):
-    x, kernel_chunks, projection, features = residuals  # features: [S, B, h, w, C]
+    x, kernel_chunks, bias_chunks, projection = residuals
     batch, height, width, in_channels = x.shape
     subpixels = kernel_chunks.shape[0]
     grads = jnp.moveaxis(grad_out.reshape(batch, height, width, subpixels, -1), 3, 0)
@@ -371,7 +370,8 @@ def _subpixel_projection_backward(residuals, grad_out):
 
     def one(carry, inputs):
         grad_x, grad_projection_t = carry
-        chunk_kernel, chunk_features, grad = inputs
+        chunk_kernel, chunk_bias, grad = inputs
+        chunk_features = _subpixel_features(x, chunk_kernel, chunk_bias)
         grad_features = jnp.einsum("bhwo,bco->bhwc", grad, projection)
         grad_pre = jnp.where(chunk_features > 0, grad_features, jnp.zeros_like(grad_features))
         grad_kernel = x_t @ grad_pre.reshape(-1, grad_pre.shape[-1])
@@ -388,7 +388,7 @@ def _subpixel_projection_backward(residuals, grad_out):
     _, channels, out_channels = projection.shape
     start = (jnp.zeros(x.shape, f32), jnp.zeros((batch, out_channels, channels), f32))
     (grad_x, grad_projection_t), (grad_kernels, grad_biases) = jax.lax.scan(
-        one, start, (kernel_chunks, features, grads)
+        one, start, (kernel_chunks, bias_chunks, grads)
     )
     grad_kernel = grad_kernels.transpose(1, 0, 2).reshape(in_channels, -1)
     return (
@@ -399,7 +399,7 @@ def _subpixel_projection_backward(residuals, grad_out):
     )
 
 
-subpixel_projection_by_subpixel.defvjp(_subpixel_projection_forward, _subpixel_projection_backward)
+subpixel_projection_by_subpixel.defvjp(_project_subpixels, _subpixel_projection_backward)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
