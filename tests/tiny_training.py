@@ -11,7 +11,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from aiaic_jax.convert.common import save_variables
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
+from aiaic_jax.evaluation import runner
+from aiaic_jax.models.aiaic import build_model, with_pretrained_parts
+from aiaic_jax.train import loop
 from configs import common
 from tests import tiny_model
 
@@ -118,11 +122,6 @@ def run_learning(root: str | os.PathLike, seed: int = 0) -> dict:
     and ave_like. Returns the evaluation's results, the stages' last logged metrics
     (`"stages"`) and the wall seconds of the world, the training and the evaluation
     (`"seconds"`)."""
-    from aiaic_jax.convert.common import save_variables
-    from aiaic_jax.evaluation import runner
-    from aiaic_jax.models.aiaic import build_model, with_pretrained_parts
-    from aiaic_jax.train import loop
-
     root = Path(root)
     started = time.perf_counter()
     config = learning_config(build_data(root / "data", seed=seed, **LEARNING_WORLD))
@@ -130,9 +129,9 @@ def run_learning(root: str | os.PathLike, seed: int = 0) -> dict:
     model = build_model(config.model)
     start = tiny_model.random_variables(model, IMAGE_SIZE, seed=seed)
     config.init_from = str(save_variables(root / "start", with_pretrained_parts(model, start)))
-    trained = time.perf_counter()
+    training_started = time.perf_counter()
     stages = loop.run(config, str(root / "full"), "all")
-    evaluated = time.perf_counter()
+    evaluation_started = time.perf_counter()
     result = runner.run(
         config,
         root / "eval",
@@ -141,9 +140,9 @@ def run_learning(root: str | os.PathLike, seed: int = 0) -> dict:
         grid_pairs=0,
     )
     seconds = {
-        "world": trained - started,
-        "training": evaluated - trained,
-        "evaluation": time.perf_counter() - evaluated,
+        "world": training_started - started,
+        "training": evaluation_started - training_started,
+        "evaluation": time.perf_counter() - evaluation_started,
     }
     return {**result.results, "stages": stages, "seconds": seconds}
 
