@@ -1,6 +1,6 @@
 """The method learns: the tiny model trained through every stage on a small world, evaluated as
-the paper's tables are (part of `make test`; `make test-learning` runs it alone: about 100 s on
-a 2-core CPU, of which about 90 s for the five stages).
+the paper's tables are (part of `make test`; `make test-learning` runs it alone: about two
+minutes on a 2-core CPU, of which about 90 s for the five stages).
 
 It guards what unit tests cannot see: a change that leaves every stage running and every shape
 right but stops the guidance from carrying colour, or RNet from telling a clip's own audio from
