@@ -3,6 +3,8 @@ where its time goes.
 
 PYTHONPATH=. python bench/learning.py                       # seeds 0, 1, 2
 PYTHONPATH=. python bench/learning.py --seeds 3,4 --workdir runs/learning
+PYTHONPATH=. python bench/learning.py --seeds 0 --set model.backbone_overrides.kernels=native \
+    stages.rnet.num_steps=150                                    # another config than the test's
 
 Each seed is tests/test_learning.py's run (`tests.tiny_training.run_learning`: the world, the
 five stages of the tiny model, the evaluation of baseline and full), in this process one after
@@ -11,13 +13,16 @@ PSNR of baseline and full and their difference, RNet's mean r on ave_like with a
 audio and with another clip's and their AUC; the wall seconds of the world, the training and
 the evaluation, and each stage's compile seconds and steps per second. Then, per figure, its
 smallest value over the seeds against the test's bound (`LEARNING_BOUNDS`) and the share of that
-margin the bound leaves as headroom. Run it with JAX's compilation cache off
-(`JAX_ENABLE_COMPILATION_CACHE=false`) for the compile times of a fresh CI run.
+margin the bound leaves as headroom. `--set NAME=VALUE` replaces fields of the test's config
+(`learning_config`; a value is read as a Python literal where it is one, else as a string).
+Run it with JAX's compilation cache off (`JAX_ENABLE_COMPILATION_CACHE=false`) for the compile
+times of a fresh CI run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import tempfile
 from pathlib import Path
@@ -42,17 +47,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        name, value = item.split("=", 1)
+        try:
+            settings[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[name] = value
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aiaic_learning_"))
     rows = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        results = run_learning(workdir / f"seed_{seed}", seed)
+        results = run_learning(workdir / f"seed_{seed}", seed, settings)
         rows[seed] = figures(results)
         stages = results["stages"]
         print(
             json.dumps(
                 {
                     "seed": seed,
+                    "settings": settings,
                     **{k: round(v, 3) for k, v in rows[seed].items()},
                     "seconds": {k: round(v, 1) for k, v in results["seconds"].items()},
                     "compile_seconds": {

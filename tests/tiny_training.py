@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -93,8 +95,8 @@ def tiny_config(data_dir: str | os.PathLike, *, steps: int = 2, batch_size: int 
 def learning_config(data_dir: str | os.PathLike):
     """The tiny model trained as the demo trains (L1 on ab only, RNet's audio encoder trained,
     XLA's full optimisation: quicker than `fast_compile` beyond about 80 steps; the CPU
-    rewrites of the backbone's convolutions, as the demo: they add about 1 s to each backbone
-    compile and take stage 1 from 12 to 19 steps/s) for `LEARNING_STEPS`, evaluated
+    rewrites of the backbone's convolutions, as the demo: they add 1.5-3 s to each backbone
+    compile and take stage 1 from 11 to 18-19 steps/s) for `LEARNING_STEPS`, evaluated
     on val and ave_like."""
     config = tiny_config(data_dir, batch_size=8)
     config.model.backbone_overrides.kernels = "auto"
@@ -114,18 +116,27 @@ def learning_config(data_dir: str | os.PathLike):
     return config
 
 
-def run_learning(root: str | os.PathLike, seed: int = 0) -> dict:
+def run_learning(
+    root: str | os.PathLike, seed: int = 0, settings: Mapping[str, Any] | None = None
+) -> dict:
     """The learning run of tests/test_learning.py (and bench/learning.py) in `root`: builds
     `LEARNING_WORLD` with `seed`, trains every stage of `learning_config` from random variables
     of that seed (with the shipped ImageNet VGG16 in RNet's image encoder: the model's own
     initialiser would take half a minute to compile), then evaluates baseline and full on val
-    and ave_like. Returns the evaluation's results, the stages' last logged metrics
-    (`"stages"`) and the wall seconds of the world, the training and the evaluation
-    (`"seconds"`)."""
+    and ave_like. `settings` replaces config fields by dotted name (bench/learning.py's
+    `--set`, e.g. {"stages.rnet.num_steps": 150}). Returns the evaluation's results, the
+    stages' last logged metrics (`"stages"`) and the wall seconds of the world, the training
+    and the evaluation (`"seconds"`)."""
     root = Path(root)
     started = time.perf_counter()
     config = learning_config(build_data(root / "data", seed=seed, **LEARNING_WORLD))
     config.seed = seed
+    for name, value in (settings or {}).items():
+        *parents, field = name.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[field] = value
     model = build_model(config.model)
     start = tiny_model.random_variables(model, IMAGE_SIZE, seed=seed)
     config.init_from = str(save_variables(root / "start", with_pretrained_parts(model, start)))
