@@ -20,10 +20,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from aiaic_jax.models.backbones import get_backbone
+from bench import models
 
 _BYTES_PER_PARAMETER = 7 * 4
 
@@ -38,12 +38,10 @@ def main() -> None:
     model = get_backbone(args.backbone)
     gray_l = jnp.zeros((1, args.size, args.size, 1), jnp.float32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), gray_l)["params"]
-    rng = np.random.default_rng(0)
-    leaves = jax.tree.leaves(shapes)
-    arrays = [0.02 * rng.standard_normal(s.shape).astype(np.float32) for s in leaves]
+    values = models._random_variables(shapes)  # numpy arrays, bench/models.py's values
+    arrays = jax.tree.leaves(values)
     count = sum(a.size for a in arrays)
-    treedef = jax.tree.structure(shapes)
-    params = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays])
+    params = jax.tree.map(jnp.asarray, values)
     grads = jax.tree.map(lambda p: 0.1 * p, params)
     optimizer = optax.adamw(1e-4, b1=0.9, b2=0.99, weight_decay=0.01)
 
