@@ -17,7 +17,7 @@ AIAIC_DISTRIBUTED=1 on a cluster JAX detects) and start the same command in ever
 from absl import app, flags
 from ml_collections import config_flags
 
-from aiaic_jax import compile_cache
+from aiaic_jax import compile_cache, host_memory
 from aiaic_jax.evaluation import films, runner
 from aiaic_jax.evaluation.variants import VARIANT_NAMES
 from aiaic_jax.train import logs, parallel
@@ -66,6 +66,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logs.quiet_dependencies()
     compile_cache.enable()
+    host_memory.retain()
     parallel.initialize_distributed()
     try:
         runs = runner.parse_runs(_RUNS.value)

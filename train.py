@@ -16,7 +16,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from aiaic_jax import compile_cache
+from aiaic_jax import compile_cache, host_memory
 from aiaic_jax.train import logs, loop, parallel, pipelines, stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=True)
@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logs.quiet_dependencies()
     compile_cache.enable()
+    host_memory.retain()
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if _FROM.value is not None and _PIPELINE.value is None:
         raise app.UsageError("--from goes with --pipeline")

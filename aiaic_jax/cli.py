@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from aiaic_jax import compile_cache, runs
+from aiaic_jax import compile_cache, host_memory, runs
 from aiaic_jax.data import folders, media
 from aiaic_jax.data.folders import NOT_A_REGULAR_FILE
 from aiaic_jax.data.media import written_whole
@@ -764,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(set(unknown) - set(overrides))}")
     args.overrides = overrides
     compile_cache.enable()
+    host_memory.retain()
     try:
         return args.handler(args)
     except CommandError as error:

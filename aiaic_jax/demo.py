@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
-from aiaic_jax import compile_cache
+from aiaic_jax import compile_cache, host_memory
 from aiaic_jax.data.builders import synthetic
 from aiaic_jax.evaluation import criteria, runner
 from aiaic_jax.train import logs, pipelines
@@ -125,6 +125,7 @@ def main(argv: list[str]) -> None:
     tfds.disable_progress_bar()
     logs.quiet_dependencies()
     compile_cache.enable()
+    host_memory.retain()
     for number, step in enumerate(STEPS, start=1):
         print(f"[demo] step {number}/{len(STEPS)}: {step.__name__}", flush=True)
         step(config, workdir)

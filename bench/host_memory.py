@@ -14,6 +14,10 @@ process start):
   what it maps (this machine's THP mode is `madvise`), so a step faults 2 MB pages.
 - `heap`: `mallopt` before JAX starts (two arenas, no mmap for large blocks, no trimming), so
   freed buffers stay mapped and the next step reuses them without faults.
+- `retain`: what train.py, eval.py, `aiaic` and the demo do (`aiaic_jax.host_memory.retain`):
+  no mmap for large blocks, no trimming, and JAX's CPU programs run on the calling thread, so
+  that their buffers come from the main heap (a worker thread's arena maps blocks above 64 MB
+  afresh whatever the settings).
 
 Each configuration NAME:SIZE:BATCH:MODE (mode `train` or `forward`, as in bench/models.py) runs
 once per setting per round, the settings alternating for --rounds rounds so that all see the same
@@ -41,7 +45,7 @@ DEFAULT_CONFIGS = (
     "ddcolor_tiny:256:4:train",
     "ddcolor_demo:64:16:train",
 )
-SETTINGS = ("glibc", "hugetlb", "heap")
+SETTINGS = ("glibc", "hugetlb", "heap", "retain")
 # mallopt parameters (glibc's malloc.h) for `heap`; -1 as a trim threshold is SIZE_MAX (never).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _HEAP = ((_M_ARENA_MAX, 2), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
@@ -52,6 +56,11 @@ def _child(config: str, steps: int, setting: str) -> dict:
         libc = ctypes.CDLL("libc.so.6")
         if not all(libc.mallopt(param, value) for param, value in _HEAP):
             raise SystemExit("mallopt refused a setting")
+    if setting == "retain":
+        from aiaic_jax import host_memory
+
+        if host_memory.retain() != "retain":
+            raise SystemExit(f"host_memory.retain: {host_memory.retain()}")
     from bench.models import _flax_setup
 
     name, size, batch, mode = config.split(":")
@@ -88,6 +97,7 @@ def _child(config: str, steps: int, setting: str) -> dict:
 def _run(config: str, setting: str, steps: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GLIBC_TUNABLES", None)
+    env.pop("AIAIC_HOST_MEMORY", None)
     if setting == "hugetlb":
         env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
     process = subprocess.run(

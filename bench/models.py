@@ -332,6 +332,12 @@ def _child(spec: dict) -> None:
     """Times one configuration; with "interleaved", both frameworks, one step each in turn."""
     name, size, batch, mode = spec["name"], spec["size"], spec["batch"], spec["mode"]
     dtype = spec.get("dtype", "float32")
+    if spec.get("host_memory", "retain") == "retain":
+        # As train.py and eval.py start (docs/runs.md, "Host memory on the CPU"); process-wide,
+        # so PyTorch in the same process gets the same malloc settings.
+        from aiaic_jax import host_memory
+
+        host_memory.retain()
     runs = {}
     if spec["framework"] in ("flax", "interleaved"):
         runs["flax"] = _flax_setup(
@@ -446,6 +452,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="backbone fields for get_backbone (true/false, numbers, text), e.g. remat=true",
     )
+    parser.add_argument(
+        "--host_memory",
+        choices=("retain", "release"),
+        default="retain",
+        help="retain: host_memory.retain() in each child, as train.py does; release: glibc's and "
+        "JAX's defaults",
+    )
     parser.add_argument("--json", default=None, help="append each result to this file, a line")
     parser.add_argument(
         "--keep_going", action="store_true", help="report a failed configuration and go on"
@@ -498,7 +511,7 @@ def main() -> None:
                 base = {"name": name, "size": int(size), "batch": int(batch), "mode": mode}
                 base |= {"steps": args.steps, "src": args.official_src, "dtype": dtype}
                 base |= {"overrides": overrides, "accelerator": accelerator}
-                base |= {"torch_device": torch_device}
+                base |= {"torch_device": torch_device, "host_memory": args.host_memory}
                 if official and args.interleaved:
                     specs.append({"framework": "interleaved", **base})
                     continue

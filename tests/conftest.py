@@ -7,6 +7,10 @@ compiled once. It starts empty every session (nothing carries over between runs)
 removed at the end. A directory set by the user (JAX_COMPILATION_CACHE_DIR) is left alone;
 the project's own variable (AIAIC_COMPILATION_CACHE, which the mains read) is dropped, so that the
 mains tests start use the session's cache, never the user's.
+
+The test processes keep glibc's and JAX's host-memory defaults (`host_memory.decline`): a main
+called in-process (`cli.main`) must not change a worker's allocator halfway through the session.
+The mains that tests start as subprocesses set theirs as they do outside the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ _OWN_CACHE = "AIAIC_TEST_OWN_JAX_CACHE"
 
 
 def pytest_configure(config) -> None:
+    from aiaic_jax import host_memory
+
+    host_memory.decline("the test process keeps the defaults")
     os.environ.pop("AIAIC_COMPILATION_CACHE", None)
     if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return  # a worker inherits the controller's directory
