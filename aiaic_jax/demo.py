@@ -3,15 +3,19 @@
 python -m aiaic_jax.demo --workdir runs/demo [--config configs/demo.py] [--config.data.x=...]
 
 `main` runs `STEPS` in order; each step takes the resolved config and the workdir. The dataset
-is built into `<workdir>/data` (kept between runs: a second run reuses it).
+is built into `<workdir>/data` (kept between runs: a second run reuses it). After the full
+run's baseline, the three pipelines train at once in processes of their own (`--jobs`, default
+3; `--jobs 1` trains them one after another in this process), each logging to
+`<workdir>/<name>.log`; a run that stops resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -24,9 +28,22 @@ from aiaic_jax.evaluation import criteria, runner
 from aiaic_jax.train import logs, pipelines
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
+_JOBS = flags.DEFINE_integer(
+    "jobs",
+    3,
+    "How many of the pipelines (full, w/o r, e2e) train at once after the shared baseline, each "
+    "in a process of its own; 1: one after another in this process.",
+)
+_PIPELINE = flags.DEFINE_enum(
+    "pipeline", None, ("full", "wo_r", "e2e"), "Train only this pipeline (a --jobs process)."
+)
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/demo.py", "The demo configuration file.", lock_config=True
 )
+
+# The runs the demo trains, each into <workdir>/<name>; all start from the full run's baseline.
+PIPELINES = ("full", "wo_r", "e2e")
+BASELINE_RUN = "full"
 
 Step = Callable[[ml_collections.ConfigDict, str], None]
 
@@ -47,11 +64,15 @@ def build_data(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def _timed_pipeline(
-    config: ml_collections.ConfigDict, workdir: str, name: str, baseline_from: str | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    name: str,
+    only: tuple[str, ...] | None = None,
 ) -> None:
     start = time.perf_counter()
     run_dir = os.path.join(workdir, name)
-    results = pipelines.run(config, name, run_dir, baseline_from)
+    baseline_from = os.path.join(workdir, BASELINE_RUN) if name != BASELINE_RUN else None
+    results = pipelines.run(config, name, run_dir, baseline_from, only=only)
     for stage, metrics in results.items():
         print(
             f"[demo] {run_dir}/{stage}: "
@@ -60,26 +81,87 @@ def _timed_pipeline(
     print(f"[demo] {run_dir}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def train_full(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """The full method: baseline, stage 1, stage 2, RNet, stage 3."""
-    _timed_pipeline(config, workdir, "full")
+def train_baseline(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The full run's baseline: the backbone fine-tuned without audio, where every pipeline
+    starts."""
+    _timed_pipeline(config, workdir, BASELINE_RUN, only=("baseline",))
 
 
-def train_without_relevance(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """The "w/o r" ablation: SG instead of DSG, stages 1-3 from the full run's baseline."""
-    _timed_pipeline(config, workdir, "wo_r", baseline_from=os.path.join(workdir, "full"))
+def train_pipelines(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The full method's stages 1, 2, RNet and 3, the "w/o r" ablation (SG instead of DSG) and
+    the "w/o multi-step" one (e2e), each from the full run's baseline.
+
+    With --jobs > 1 they train at once, each in a process of its own (this module with
+    --pipeline), its log in <workdir>/<name>.log. One process keeps 2 cores busy about three
+    quarters of the time, so three at once finish sooner than one after another
+    (docs/synthetic.md, "Where the demo's time goes"), with the same results: each runs the
+    same programs on the same data.
+    """
+    jobs = _JOBS.value
+    if jobs <= 1:
+        for name in PIPELINES:
+            _timed_pipeline(config, workdir, name)
+        return
+    # This process's own flags (workdir, config and its overrides) and the pipeline's name.
+    commands = {
+        name: [sys.executable, "-m", "aiaic_jax.demo", *sys.argv[1:], f"--pipeline={name}"]
+        for name in PIPELINES
+    }
+    logs = {name: os.path.join(workdir, f"{name}.log") for name in PIPELINES}
+    print(
+        f"[demo] {', '.join(PIPELINES)}: {min(jobs, len(PIPELINES))} at once, logs in "
+        + ", ".join(logs.values()),
+        flush=True,
+    )
+    start = time.perf_counter()
+    for name in run_processes(commands, logs, jobs):
+        with open(logs[name]) as f:
+            print("".join(line for line in f if line.startswith("[demo] ")), end="", flush=True)
+    print(f"[demo] {', '.join(PIPELINES)}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def train_end_to_end(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """The "w/o multi-step" ablation, from the full run's baseline."""
-    _timed_pipeline(config, workdir, "e2e", baseline_from=os.path.join(workdir, "full"))
+def run_processes(commands: dict[str, list[str]], logs: dict[str, str], jobs: int) -> Iterator[str]:
+    """Runs each command with its stdout and stderr into its log file, at most `jobs` at once,
+    in the given order; yields each name as its process ends well.
+
+    If one fails, the others are stopped and SystemExit names it, with the end of its log.
+    """
+    waiting = list(commands)
+    running: dict[str, subprocess.Popen] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                with open(logs[name], "w") as log:
+                    running[name] = subprocess.Popen(
+                        commands[name], stdout=log, stderr=subprocess.STDOUT
+                    )
+            finished = [name for name, process in running.items() if process.poll() is not None]
+            if not finished:
+                time.sleep(0.2)
+                continue
+            for name in finished:
+                code = running.pop(name).returncode
+                if code != 0:
+                    with open(logs[name]) as f:
+                        tail = "".join(f.readlines()[-20:])
+                    raise SystemExit(
+                        f"{tail}\n[demo] {name} failed (exit status {code}); its log: "
+                        f"{logs[name]}. Run the demo again to resume where it stopped."
+                    )
+                yield name
+    finally:
+        for process in running.values():
+            process.terminate()
+        for process in running.values():
+            process.wait()
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Every variant on every split; results.md, results.json (with the mechanisms of
     relevance and `criteria.DEMO_CRITERIA`) and the grids. Prints whether each criterion holds."""
     start = time.perf_counter()
-    runs = {name: os.path.join(workdir, name) for name in ("full", "wo_r", "e2e")}
+    runs = {name: os.path.join(workdir, name) for name in PIPELINES}
     evaluation = runner.run(config, workdir, runs, criteria=criteria.DEMO_CRITERIA)
     print(f"[demo] evaluation: {time.perf_counter() - start:.1f} s", flush=True)
     checked = evaluation.results.get("criteria", [])
@@ -96,9 +178,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 STEPS: tuple[Step, ...] = (
     build_data,
-    train_full,
-    train_without_relevance,
-    train_end_to_end,
+    train_baseline,
+    train_pipelines,
     evaluate,
 )
 
@@ -126,6 +207,9 @@ def main(argv: list[str]) -> None:
     logs.quiet_dependencies()
     compile_cache.enable()
     host_memory.retain()
+    if _PIPELINE.value:
+        _timed_pipeline(config, workdir, _PIPELINE.value)
+        return
     for number, step in enumerate(STEPS, start=1):
         print(f"[demo] step {number}/{len(STEPS)}: {step.__name__}", flush=True)
         step(config, workdir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 
 import ml_collections
 from absl import logging
@@ -77,15 +78,26 @@ def run(
     name: str,
     workdir: str,
     baseline_from: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Trains pipeline `name` into `workdir` (complete stages are skipped, an interrupted one
-    resumes). Returns {stage: its last metrics} for the stages trained in this call."""
+    resumes). Returns {stage: its last metrics} for the stages trained in this call.
+
+    only: these of the pipeline's stages, in its order (e.g. ("baseline",): the start that
+    `--from` runs share); default all.
+    """
     if baseline_from is not None and os.path.abspath(baseline_from) == os.path.abspath(workdir):
         raise ValueError(f"--from {baseline_from} is the workdir itself; give another run")
+    stages = stages_of(name, baseline_from)
+    if only is not None:
+        unknown = sorted(set(only) - set(stages))
+        if unknown:
+            raise ValueError(f"pipeline {name} has no stages {unknown}; it trains {stages}")
+        stages = tuple(stage for stage in stages if stage in only)
     config = pipeline_config(config, name, baseline_from)
     mesh = parallel.make_mesh()
     results: dict[str, dict[str, float]] = {}
-    for stage in stages_of(name, baseline_from):
+    for stage in stages:
         if checkpoint.is_complete(workdir, stage):
             logging.info(
                 "%s: complete (%s exists), skipped", stage, checkpoint.final_dir(workdir, stage)
