@@ -20,6 +20,11 @@ same inputs and threads. With --interleaved as well, both run in one process, on
 turn (marked `*`; the RSS is then the pair's), so that both see the same load on a shared
 machine.
 
+The Flax children start as train.py does, with `host_memory.retain()` (docs/runs.md, "Host
+memory on the CPU"; `--host_memory release` for glibc's and JAX's defaults). Its malloc settings
+hold for the whole process: PyTorch timed alone keeps glibc's defaults, interleaved it shares
+them.
+
 Options for accelerators (docs/accelerators.md; bench/accelerator.sh runs them on a fresh GPU
 machine). Their columns appear only when used:
 
@@ -332,9 +337,9 @@ def _child(spec: dict) -> None:
     """Times one configuration; with "interleaved", both frameworks, one step each in turn."""
     name, size, batch, mode = spec["name"], spec["size"], spec["batch"], spec["mode"]
     dtype = spec.get("dtype", "float32")
-    if spec.get("host_memory", "retain") == "retain":
-        # As train.py and eval.py start (docs/runs.md, "Host memory on the CPU"); process-wide,
-        # so PyTorch in the same process gets the same malloc settings.
+    if spec["framework"] != "torch" and spec.get("host_memory", "retain") == "retain":
+        # As train.py and eval.py start (docs/runs.md, "Host memory on the CPU"). The malloc
+        # settings are process-wide: interleaved, PyTorch gets them too; alone, it keeps glibc's.
         from aiaic_jax import host_memory
 
         host_memory.retain()
@@ -456,8 +461,8 @@ def main() -> None:
         "--host_memory",
         choices=("retain", "release"),
         default="retain",
-        help="retain: host_memory.retain() in each child, as train.py does; release: glibc's and "
-        "JAX's defaults",
+        help="retain: host_memory.retain() in each child that runs the Flax model, as train.py "
+        "does (with --interleaved PyTorch shares its malloc settings); release: the defaults",
     )
     parser.add_argument("--json", default=None, help="append each result to this file, a line")
     parser.add_argument(

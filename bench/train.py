@@ -11,7 +11,8 @@ model, fill its variables with random values of the right shapes (speed does not
 them), compile the train step (timed), run one warm-up step and `--steps` timed steps on a
 random batch at the config's resolution and clip length, then report steps/s, images/s, the
 compiled program's memory (`compiled.memory_analysis()`: arguments, outputs, temporaries) and
-the process's peak RSS. A table goes to stdout and JSON lines to `--out` if given.
+the process's peak RSS. A table goes to stdout and JSON lines to `--out` if given. Each child
+starts as train.py does, with `host_memory.retain()` (`--host_memory release`: the defaults).
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ def measure(
     steps: int,
     fast_compile: bool = False,
     kernels: str = "",
+    retain: bool = True,
 ) -> dict:
     """Runs in the child process: one configuration, returns its figures."""
+    from aiaic_jax import host_memory
 
+    if retain:
+        host_memory.retain()  # as train.py starts (docs/runs.md, "Host memory on the CPU")
     import jax
     import numpy as np
 
@@ -174,6 +179,12 @@ def main() -> None:
         default="",
         help="the backbone's kernels (model.backbone_overrides.kernels); default: the config's",
     )
+    parser.add_argument(
+        "--host_memory",
+        choices=("retain", "release"),
+        default="retain",
+        help="retain: host_memory.retain() first, as train.py does; release: the defaults",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # config:stage:batch, in the child
     args = parser.parse_args()
     if args.one:
@@ -181,7 +192,13 @@ def main() -> None:
         print(
             json.dumps(
                 measure(
-                    config_name, stage_name, int(batch), args.steps, args.fast_compile, args.kernels
+                    config_name,
+                    stage_name,
+                    int(batch),
+                    args.steps,
+                    args.fast_compile,
+                    args.kernels,
+                    args.host_memory == "retain",
                 )
             )
         )
@@ -209,6 +226,7 @@ def main() -> None:
                 f"--steps={args.steps}",
             ] + (["--fast-compile"] if args.fast_compile else [])
             command += [f"--kernels={args.kernels}"] if args.kernels else []
+            command += [f"--host_memory={args.host_memory}"]
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = done.stderr.strip().splitlines()[-1:] or ["?"]
