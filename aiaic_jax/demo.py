@@ -12,6 +12,7 @@ run's baseline, the three pipelines train at once in processes of their own (`--
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from ml_collections import config_flags
 from aiaic_jax import compile_cache, host_memory
 from aiaic_jax.data.builders import synthetic
 from aiaic_jax.evaluation import criteria, runner
-from aiaic_jax.train import logs, pipelines
+from aiaic_jax.train import logs, loop, pipelines
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
 _JOBS = flags.DEFINE_integer(
@@ -35,14 +36,14 @@ _JOBS = flags.DEFINE_integer(
     "in a process of its own; 1: one after another in this process.",
 )
 _PIPELINE = flags.DEFINE_enum(
-    "pipeline", None, ("full", "wo_r", "e2e"), "Train only this pipeline (a --jobs process)."
+    "pipeline", None, pipelines.PIPELINES, "Train only this pipeline (a --jobs process)."
 )
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/demo.py", "The demo configuration file.", lock_config=True
 )
 
-# The runs the demo trains, each into <workdir>/<name>; all start from the full run's baseline.
-PIPELINES = ("full", "wo_r", "e2e")
+# The demo trains each of pipelines.PIPELINES into <workdir>/<name>; all start from the full
+# run's baseline.
 BASELINE_RUN = "full"
 
 Step = Callable[[ml_collections.ConfigDict, str], None]
@@ -99,32 +100,40 @@ def train_pipelines(config: ml_collections.ConfigDict, workdir: str) -> None:
     """
     jobs = _JOBS.value
     if jobs <= 1:
-        for name in PIPELINES:
+        for name in pipelines.PIPELINES:
             _timed_pipeline(config, workdir, name)
         return
+    # What training the baseline here freed goes back to the system before the children start
+    # (host_memory.retain keeps freed memory otherwise).
+    loop.release_free_host_memory()
     # This process's own flags (workdir, config and its overrides) and the pipeline's name.
+    names = pipelines.PIPELINES
     commands = {
         name: [sys.executable, "-m", "aiaic_jax.demo", *sys.argv[1:], f"--pipeline={name}"]
-        for name in PIPELINES
+        for name in names
     }
-    logs = {name: os.path.join(workdir, f"{name}.log") for name in PIPELINES}
+    log_paths = {name: os.path.join(workdir, f"{name}.log") for name in names}
     print(
-        f"[demo] {', '.join(PIPELINES)}: {min(jobs, len(PIPELINES))} at once, logs in "
-        + ", ".join(logs.values()),
+        f"[demo] {', '.join(names)}: {min(jobs, len(names))} at once, logs in "
+        + ", ".join(log_paths.values()),
         flush=True,
     )
     start = time.perf_counter()
-    for name in run_processes(commands, logs, jobs):
-        with open(logs[name]) as f:
+    for name in run_processes(commands, log_paths, jobs):
+        with open(log_paths[name]) as f:
             print("".join(line for line in f if line.startswith("[demo] ")), end="", flush=True)
-    print(f"[demo] {', '.join(PIPELINES)}: {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"[demo] {', '.join(names)}: {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def run_processes(commands: dict[str, list[str]], logs: dict[str, str], jobs: int) -> Iterator[str]:
+def run_processes(
+    commands: dict[str, list[str]], log_paths: dict[str, str], jobs: int
+) -> Iterator[str]:
     """Runs each command with its stdout and stderr into its log file, at most `jobs` at once,
     in the given order; yields each name as its process ends well.
 
-    If one fails, the others are stopped and SystemExit names it, with the end of its log.
+    If one fails, the others are stopped and SystemExit names it, with the end of its log; so
+    does a stop of this process (KeyboardInterrupt, or SIGTERM once `main` has made it
+    SystemExit).
     """
     waiting = list(commands)
     running: dict[str, subprocess.Popen] = {}
@@ -132,7 +141,7 @@ def run_processes(commands: dict[str, list[str]], logs: dict[str, str], jobs: in
         while waiting or running:
             while waiting and len(running) < jobs:
                 name = waiting.pop(0)
-                with open(logs[name], "w") as log:
+                with open(log_paths[name], "w") as log:
                     running[name] = subprocess.Popen(
                         commands[name], stdout=log, stderr=subprocess.STDOUT
                     )
@@ -143,25 +152,30 @@ def run_processes(commands: dict[str, list[str]], logs: dict[str, str], jobs: in
             for name in finished:
                 code = running.pop(name).returncode
                 if code != 0:
-                    with open(logs[name]) as f:
+                    with open(log_paths[name]) as f:
                         tail = "".join(f.readlines()[-20:])
+                    how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                     raise SystemExit(
-                        f"{tail}\n[demo] {name} failed (exit status {code}); its log: "
-                        f"{logs[name]}. Run the demo again to resume where it stopped."
+                        f"{tail}\n[demo] {name} failed ({how}); its log: {log_paths[name]}. "
+                        "Run the demo again to resume where it stopped."
                     )
                 yield name
     finally:
         for process in running.values():
             process.terminate()
         for process in running.values():
-            process.wait()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Every variant on every split; results.md, results.json (with the mechanisms of
     relevance and `criteria.DEMO_CRITERIA`) and the grids. Prints whether each criterion holds."""
     start = time.perf_counter()
-    runs = {name: os.path.join(workdir, name) for name in PIPELINES}
+    runs = {name: os.path.join(workdir, name) for name in pipelines.PIPELINES}
     evaluation = runner.run(config, workdir, runs, criteria=criteria.DEMO_CRITERIA)
     print(f"[demo] evaluation: {time.perf_counter() - start:.1f} s", flush=True)
     checked = evaluation.results.get("criteria", [])
@@ -197,6 +211,11 @@ def _check_same_world(dataset_dir: str, builder_config: synthetic.SyntheticConfi
         )
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    del frame
+    raise SystemExit(f"[demo] stopped by signal {signum}; run the demo again to resume")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -210,6 +229,9 @@ def main(argv: list[str]) -> None:
     if _PIPELINE.value:
         _timed_pipeline(config, workdir, _PIPELINE.value)
         return
+    # A stop by SIGTERM (`kill`, a CI's cancel) unwinds like Ctrl-C, so that the pipelines'
+    # processes are stopped with this one (run_processes).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     for number, step in enumerate(STEPS, start=1):
         print(f"[demo] step {number}/{len(STEPS)}: {step.__name__}", flush=True)
         step(config, workdir)

@@ -18,15 +18,16 @@ allocator"). The cost: the process's memory does not shrink after its peak, and 
 thread waits for each CPU step instead of queueing the next (a training loop reads the step's
 metrics soon anyway; the input pipeline runs in its own threads).
 
-Only the mains call `retain` (train.py, eval.py, `aiaic`, the demo), before JAX creates its CPU
-client, and only where the programs run on the CPU: when `JAX_PLATFORMS` names another platform
-first, or a GPU or TPU plugin for JAX is installed, it changes nothing. `AIAIC_HOST_MEMORY=release`
-keeps glibc's and JAX's defaults.
+The mains call `retain` (train.py, eval.py, `aiaic`, the demo; and the benches that time what
+they run), before JAX creates its CPU client. It applies only where the programs run on the
+CPU: when `JAX_PLATFORMS` names another platform first, or a GPU or TPU plugin for JAX is
+installed, it changes nothing. `AIAIC_HOST_MEMORY=release` keeps glibc's and JAX's defaults.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import importlib.util
 import os
 import pkgutil
@@ -81,10 +82,10 @@ def _retain() -> str:
         return "not glibc"
     if _cpu_client_exists():
         return "CPU client already created"
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
     for parameter, value in _SETTINGS:
         if mallopt(parameter, value) != 1:
             return f"mallopt refused parameter {parameter}"
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
     return "retain"
 
 
@@ -96,15 +97,17 @@ def _accelerator() -> str:
         return f"JAX_PLATFORMS={platforms}"
     if first == "cpu":
         return ""
-    plugins = []
+    # PJRT plugins (CUDA, ROCm, ...), found as JAX finds them: modules of the `jax_plugins`
+    # namespace package and entry points of the `jax_plugins` group.
+    plugins = {entry.name for entry in importlib.metadata.entry_points(group="jax_plugins")}
     try:
-        import jax_plugins  # namespace package of the PJRT plugins (CUDA, ROCm, ...)
+        import jax_plugins
 
-        plugins = [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
+        plugins |= {module.name for module in pkgutil.iter_modules(jax_plugins.__path__)}
     except ImportError:
         pass
     if importlib.util.find_spec("libtpu") is not None:
-        plugins.append("libtpu")
+        plugins.add("libtpu")
     return ", ".join(sorted(plugins))
 
 

@@ -1,5 +1,5 @@
 """Does glibc's malloc cost XLA:CPU's training step time? Page faults, kernel time, step time and
-peak memory of a compiled step under three allocator settings.
+peak memory of a compiled step under four allocator settings.
 
     PYTHONPATH=. python bench/host_memory.py        # DDColor-T 256 train bs 1, 4; demo 64 bs 16
     PYTHONPATH=. python bench/host_memory.py --only ddcolor_tiny:256:1:train --rounds 3

@@ -337,12 +337,14 @@ def _child(spec: dict) -> None:
     """Times one configuration; with "interleaved", both frameworks, one step each in turn."""
     name, size, batch, mode = spec["name"], spec["size"], spec["batch"], spec["mode"]
     dtype = spec.get("dtype", "float32")
-    if spec["framework"] != "torch" and spec.get("host_memory", "retain") == "retain":
+    if spec["framework"] == "torch":
+        spec = {**spec, "host_memory": "defaults"}
+    elif spec.get("host_memory", "retain") == "retain":
         # As train.py and eval.py start (docs/runs.md, "Host memory on the CPU"). The malloc
         # settings are process-wide: interleaved, PyTorch gets them too; alone, it keeps glibc's.
         from aiaic_jax import host_memory
 
-        host_memory.retain()
+        spec = {**spec, "host_memory": host_memory.retain()}  # what applied, in the results
     runs = {}
     if spec["framework"] in ("flax", "interleaved"):
         runs["flax"] = _flax_setup(

@@ -47,8 +47,8 @@ def measure(
     """Runs in the child process: one configuration, returns its figures."""
     from aiaic_jax import host_memory
 
-    if retain:
-        host_memory.retain()  # as train.py starts (docs/runs.md, "Host memory on the CPU")
+    # As train.py starts (docs/runs.md, "Host memory on the CPU"); the result says what applied.
+    host_memory_outcome = host_memory.retain() if retain else "release"
     import jax
     import numpy as np
 
@@ -96,6 +96,7 @@ def measure(
         "gan": builder.discriminator is not None,
         "fast_compile": fast_compile,
         "kernels": kernels or config.model.backbone_overrides.get("kernels", "auto"),
+        "host_memory": host_memory_outcome,
         "compile_s": round(compile_seconds, 1),
         "step_s": round(step_seconds, 3),
         "steps_per_s": round(1.0 / step_seconds, 3),

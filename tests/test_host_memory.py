@@ -55,8 +55,9 @@ def test_retain_reuses_the_buffers_of_earlier_calls():
     released = _calls(AIAIC_HOST_MEMORY="release")
     assert kept["outcome"] == "retain"
     assert released["outcome"] == "released by AIAIC_HOST_MEMORY"
-    # Released: each of the 5 calls faults in its 128 MB or more (32,768 pages of 4 KB).
-    assert released["faults"] > 5 * 20_000, released
+    # Released, each of the 5 calls faults its 128 MB or more in again: 32,768 pages of 4 KB, or
+    # 64 huge pages where transparent huge pages are always on. Kept, hardly any.
+    assert released["faults"] >= 5 * 64, released
     assert kept["faults"] < released["faults"] / 10, (kept, released)
 
 

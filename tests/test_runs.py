@@ -230,6 +230,16 @@ def test_the_ablations_start_from_the_full_runs_baseline(four_device_run):
     e2e_config = pipelines.pipeline_config(config, "e2e", str(four_device_run))
     assert e2e_config.stages.e2e.init_from == "runs/init/vggsound_audio"
     assert config.use_relevance is True and config.init_from == ""  # the input is unchanged
+
+
+def test_a_pipeline_trains_only_the_stages_asked_for(four_device_run, tmp_path):
+    config = tiny_config("unused")
+    with pytest.raises(ValueError, match=r"pipeline wo_r has no stages \['rnet'\]"):
+        pipelines.run(config, "wo_r", str(tmp_path), str(four_device_run), only=("rnet",))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+    # The run holds a complete baseline and nothing else: asked for the baseline alone, nothing
+    # trains (without `only` it would go on to stage 1).
+    assert pipelines.run(config, "full", str(four_device_run), only=("baseline",)) == {}
     with pytest.raises(FileNotFoundError, match="no complete baseline"):
         pipelines.pipeline_config(config, "wo_r", str(four_device_run / "nothing"))
 
