@@ -13,8 +13,8 @@ PSNR of baseline and full and their difference, RNet's mean r on ave_like with a
 audio and with another clip's and their AUC; the wall seconds of the world, the training and
 the evaluation, and each stage's compile seconds and steps per second. Then, per figure, its
 smallest value over the seeds against the test's bound (`LEARNING_BOUNDS`) and the share of that
-margin the bound leaves as headroom. `--set NAME=VALUE` replaces fields of the test's config
-(`learning_config`; a value is read as a Python literal where it is one, else as a string).
+margin the bound leaves as headroom. `--set NAME=VALUE` changes fields of the test's config
+(`learning_config`), typed by the fields as `aiaic_jax.runs.apply_overrides` types them.
 Run it with JAX's compilation cache off (`JAX_ENABLE_COMPILATION_CACHE=false`) for the compile
 times of a fresh CI run.
 """
@@ -22,7 +22,6 @@ times of a fresh CI run.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import tempfile
 from pathlib import Path
@@ -49,24 +48,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    settings = {}
-    for item in args.set:
-        name, value = item.split("=", 1)
-        try:
-            settings[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            settings[name] = value
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="aiaic_learning_"))
     rows = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        results = run_learning(workdir / f"seed_{seed}", seed, settings)
+        results = run_learning(workdir / f"seed_{seed}", seed, args.set)
         rows[seed] = figures(results)
         stages = results["stages"]
         print(
             json.dumps(
                 {
                     "seed": seed,
-                    "settings": settings,
+                    "settings": args.set,
                     **{k: round(v, 3) for k, v in rows[seed].items()},
                     "seconds": {k: round(v, 1) for k, v in results["seconds"].items()},
                     "compile_seconds": {

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
 
+from aiaic_jax import runs
 from aiaic_jax.convert.common import save_variables
 from aiaic_jax.data.builders.synthetic import Synthetic, SyntheticConfig
 from aiaic_jax.evaluation import runner
@@ -116,27 +116,20 @@ def learning_config(data_dir: str | os.PathLike):
     return config
 
 
-def run_learning(
-    root: str | os.PathLike, seed: int = 0, settings: Mapping[str, Any] | None = None
-) -> dict:
+def run_learning(root: str | os.PathLike, seed: int = 0, overrides: Sequence[str] = ()) -> dict:
     """The learning run of tests/test_learning.py (and bench/learning.py) in `root`: builds
     `LEARNING_WORLD` with `seed`, trains every stage of `learning_config` from random variables
     of that seed (with the shipped ImageNet VGG16 in RNet's image encoder: the model's own
     initialiser would take half a minute to compile), then evaluates baseline and full on val
-    and ave_like. `settings` replaces config fields by dotted name (bench/learning.py's
-    `--set`, e.g. {"stages.rnet.num_steps": 150}). Returns the evaluation's results, the
-    stages' last logged metrics (`"stages"`) and the wall seconds of the world, the training
-    and the evaluation (`"seconds"`)."""
+    and ave_like. `overrides` change config fields as `runs.apply_overrides` does
+    (bench/learning.py's `--set`, e.g. "stages.rnet.num_steps=150"). Returns the evaluation's
+    results, the stages' last logged metrics (`"stages"`) and the wall seconds of the world,
+    the training and the evaluation (`"seconds"`)."""
     root = Path(root)
     started = time.perf_counter()
     config = learning_config(build_data(root / "data", seed=seed, **LEARNING_WORLD))
     config.seed = seed
-    for name, value in (settings or {}).items():
-        *parents, field = name.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[field] = value
+    config = runs.apply_overrides(config, overrides)
     model = build_model(config.model)
     start = tiny_model.random_variables(model, IMAGE_SIZE, seed=seed)
     config.init_from = str(save_variables(root / "start", with_pretrained_parts(model, start)))
