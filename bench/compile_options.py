@@ -5,9 +5,15 @@ took to compile.
     PYTHONPATH=. python bench/compile_options.py --only ddcolor_tiny:256:1 \
         --variants none xla_cpu_prefer_vector_width=512
 
+    PYTHONPATH=. python bench/compile_options.py --variants default \
+        default,xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT
+
 A variant is `none` (XLA's defaults) or comma-separated `key=value` XLA options (integers and
-true/false parsed); `default` is what the training loop uses (`loop.step_compiler_options`).
-The step is bench/models.py's (forward, or L1/AdamW training step, random variables).
+true/false parsed; an item without `=` continues the value before it); `default` is what the
+training loop uses (`loop.step_compiler_options`), alone or as the first item. The step is
+bench/models.py's (forward, or L1/AdamW training step, random variables), in a process started
+as train.py starts (`host_memory.retain`; `--host_memory release` for glibc's and JAX's
+defaults).
 """
 
 from __future__ import annotations
@@ -22,14 +28,24 @@ from aiaic_jax.train import loop
 from bench import models
 
 
-def _parse(variant: str) -> dict | None:
+def _parse(variant: str) -> dict:
+    """XLA options from a variant: `none`, or comma-separated items, each `default` (the
+    training loop's options) or `key=value`; an item without `=` continues the value before it
+    (`xla_cpu_experimental_ynn_fusion_type=A,B`)."""
     if variant == "none":
         return {}
-    if variant == "default":
-        return loop.step_compiler_options() or {}
-    options = {}
+    options: dict = {}
+    key = None
     for item in variant.split(","):
-        key, value = item.split("=", 1)
+        if item == "default":
+            options.update(loop.step_compiler_options() or {})
+            continue
+        if "=" in item:
+            key, value = item.split("=", 1)
+        elif key is not None and isinstance(options[key], str):
+            value = f"{options[key]},{item}"
+        else:
+            raise SystemExit(f"bench/compile_options.py: {item!r} in {variant!r} is not key=value")
         if value in ("true", "false"):
             options[key] = value == "true"
         else:
@@ -43,8 +59,13 @@ def main() -> None:
     parser.add_argument("--mode", default="train", choices=("forward", "train"))
     parser.add_argument("--variants", nargs="+", default=["none", "default"])
     parser.add_argument("--steps", type=int, default=8, help="timed rounds after one warm-up")
+    parser.add_argument("--host_memory", default="retain", choices=("retain", "release"))
     args = parser.parse_args()
     name, size, batch = args.only.split(":")
+    if args.host_memory == "retain":
+        from aiaic_jax import host_memory
+
+        host_memory.retain()
 
     compile_ = jax.stages.Lowered.compile
     runs, compile_seconds = {}, {}
@@ -64,7 +85,10 @@ def main() -> None:
             run()
             if step:
                 times[variant].append(time.perf_counter() - start)
-    print(f"{name} {size} bs {batch} {args.mode}, {args.steps} rounds, jax {jax.__version__}")
+    print(
+        f"{name} {size} bs {batch} {args.mode}, {args.steps} rounds, jax {jax.__version__}, "
+        f"host memory: {args.host_memory}"
+    )
     for variant, values in times.items():
         print(
             f"{variant:50s} median {statistics.median(values):.3f} s  best {min(values):.3f} s  "

@@ -1,0 +1,278 @@
+"""Where a backbone's compiled step spends its time on the CPU: one XLA profiler trace of a few
+steps, its operations (XLA's thunks) grouped by what they compute and by the module they belong
+to, and how much of the step ran no, one or two operations at once.
+
+    PYTHONPATH=. python bench/step_profile.py                          # DDColor-T 256, batch 1
+    PYTHONPATH=. python bench/step_profile.py --only ddcolor_tiny:256:4 --steps 3 --top 25
+
+The step is bench/models.py's (L1/AdamW training step or evaluation forward, random variables,
+compiled with the training loop's options, started as train.py starts). Each thunk of the trace
+is an instruction of the compiled program: a fusion, a library call (`ynn_fusion`: XNNPACK's
+successor YNNPACK, which takes the matrix products and convolutions), a loop or a copy. Per step:
+
+- kinds: a thunk's kind is the costliest operation inside it (convolution, dot, reduce-window,
+  scatter, ..., reduce, transpose, copy, slices, else elementwise);
+- modules: the Flax module path in the instruction's metadata, `fwd` or `bwd` for the forward
+  pass or its transpose (the gradient), `outside` for what is neither (the optimiser, the loss),
+  `unattributed` for instructions that XLA left without metadata (copies, some small products);
+- at once: the wall time during which no thunk, one, or two or more ran. XLA:CPU runs
+  independent thunks at the same time on its threads, and a library call can itself use every
+  core, so a thunk's time is from its start to its end, whether or not it had the cores alone.
+  The sums over thunks therefore exceed the step's wall time by what ran at once.
+
+The per-thunk times are those of the trace: profiling adds a little to each (compare the step
+time printed before and while tracing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import collections
+import gzip
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+from bench import models
+
+# From the costliest: the first of these inside a thunk names its kind.
+KINDS = (
+    "convolution",
+    "dot",
+    "reduce-window",
+    "select-and-scatter",
+    "scatter",
+    "gather",
+    "sort",
+    "reduce",
+    "transpose",
+    "copy",
+    "dynamic-update-slice",
+    "dynamic-slice",
+    "concatenate",
+    "pad",
+    "slice",
+)
+# Thunks that run other thunks: their time is their body's.
+_CONTAINERS = ("while", "call", "conditional")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][a-z\-]*)\(")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+
+
+def parse_program(hlo_text: str) -> dict[str, dict]:
+    """{instruction name: {"kind", "module"}} for every instruction of a compiled program's text
+    (`Compiled.as_text()`)."""
+    computations: dict[str, list[tuple[str, str]]] = {}
+    lines: dict[str, str] = {}
+    current = entry = None
+    for line in hlo_text.splitlines():
+        if not line.startswith(" "):
+            match = _COMPUTATION.match(line)
+            current = match.group(1) if match else None
+            if line.startswith("ENTRY"):
+                entry = current
+            if current:
+                computations[current] = []
+            continue
+        match = _INSTRUCTION.match(line)
+        if match and current:
+            computations[current].append((match.group(1), match.group(2)))
+            lines[match.group(1)] = line
+
+    def op_name(line: str) -> str:
+        match = re.search(r'op_name="([^"]*)"', line)
+        return match.group(1) if match else ""
+
+    program = {}
+    for name, line in lines.items():
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        inner = computations.get(called.group(1), []) if called else []
+        ops = {op for _, op in inner} or {_INSTRUCTION.match(line).group(2)}
+        kind = next((k for k in KINDS if k in ops), "elementwise")
+        # A fusion's own line may have no metadata; then the first of its instructions that is
+        # part of the model names the module.
+        modules = [module_of(op_name(x)) for x in [line] + [lines[i] for i, _ in inner]]
+        module = next((m for m in modules if m.startswith(("fwd", "bwd"))), None)
+        module = module or next((m for m in modules if m != "unattributed"), "unattributed")
+        program[name] = {"kind": kind, "module": module}
+    # An instruction with no metadata at all (some in loop bodies): its computation's module.
+    for computation, instructions in computations.items():
+        if computation == entry:
+            continue
+        known = collections.Counter(
+            program[i]["module"]
+            for i, _ in instructions
+            if program[i]["module"].startswith(("fwd", "bwd"))
+        )
+        if known:
+            for i, _ in instructions:
+                if program[i]["module"] == "unattributed":
+                    program[i]["module"] = known.most_common(1)[0][0]
+    return program
+
+
+def module_of(op_name: str) -> str:
+    """'fwd a/b', 'bwd a/b' or 'outside ...' from an instruction's op_name metadata, e.g.
+    'jit(train_step)/transpose(jvp(DDColor))/pixel_decoder/block2/conv/dot_general'."""
+    path = re.sub(r"^jit\([^)]*\)/", "", op_name)
+    # The model's name (a Flax module class) under jvp(...) in a training step, bare in a
+    # forward pass; the optimiser's and the loss's operations are lower case.
+    match = re.match(r"^(transpose\()?(?:jvp\()?([A-Z]\w*)\)*/(.*)$", path)
+    if not path:
+        return "unattributed"  # no metadata
+    if not match:
+        return "outside " + path.split("/")[0]
+    parts = [
+        part
+        for part in match.group(3).split("/")
+        if not part.startswith(
+            ("jvp(", "transpose(", "checkpoint", "remat", "while", "body", "closed_call")
+        )
+    ]
+    return ("bwd " if match.group(1) else "fwd ") + "/".join(parts)
+
+
+def read_trace(directory: Path) -> list[dict]:
+    """The complete ('X') events of the trace that `jax.profiler` wrote under `directory`."""
+    found = sorted(directory.glob("plugins/profile/*/*.trace.json.gz"))
+    if not found:
+        raise SystemExit(f"{directory}: the profiler wrote no *.trace.json.gz")
+    with gzip.open(found[-1]) as file:
+        events = json.load(file)["traceEvents"]
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def at_once(thunks: list[dict], start: float, end: float) -> dict[int, float]:
+    """{number of thunks running: microseconds} over [start, end]."""
+    edges = sorted([(e["ts"], 1) for e in thunks] + [(e["ts"] + e["dur"], -1) for e in thunks])
+    time_at: collections.Counter = collections.Counter()
+    running, last = 0, start
+    for moment, change in edges:
+        moment = min(max(moment, start), end)
+        time_at[min(running, 2)] += moment - last
+        running, last = running + change, moment
+    time_at[0] += end - last
+    return dict(time_at)
+
+
+def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: int) -> dict:
+    """Per-step figures from the trace's events (see the module's docstring)."""
+    # One call per step; the trace may nest a second event of the same call inside it.
+    outer: list[dict] = []
+    calls = (e for e in events if e["name"].startswith("PjitFunction"))
+    for call in sorted(calls, key=lambda e: (e["ts"], -e["dur"])):
+        if not outer or call["ts"] >= outer[-1]["ts"] + outer[-1]["dur"]:
+            outer.append(call)
+    thunks = [e for e in events if e["name"] in program and not e["name"].startswith(_CONTAINERS)]
+    wall = {0: 0.0, 1: 0.0, 2: 0.0}
+    starts = sorted(e["ts"] for e in thunks)
+    thunks.sort(key=lambda e: e["ts"])
+    for call in outer:
+        a, b = call["ts"], call["ts"] + call["dur"]
+        inside = thunks[bisect.bisect_left(starts, a) : bisect.bisect_left(starts, b)]
+        for count, micros in at_once(inside, a, b).items():
+            wall[count] += micros
+    kinds: collections.Counter = collections.Counter()
+    modules: collections.Counter = collections.Counter()
+    by_name: collections.Counter = collections.Counter()
+    count: collections.Counter = collections.Counter()
+    for e in thunks:
+        facts = program[e["name"]]
+        module = facts["module"]
+        if module.startswith(("fwd", "bwd")):
+            head, _, path = module.partition(" ")
+            module = head + " " + "/".join(path.split("/")[:depth])
+        kinds[facts["kind"]] += e["dur"]
+        modules[module] += e["dur"]
+        by_name[e["name"]] += e["dur"]
+        count[e["name"]] += 1
+    ms = 1e-3 / steps
+    return {
+        "step_ms": statistics.median(c["dur"] for c in outer) / 1e3 if outer else None,
+        "thunks": len(thunks) / steps,
+        "thunk_ms": sum(kinds.values()) * ms,
+        "at_once_ms": {k: v * ms for k, v in wall.items()},
+        "kinds_ms": {k: v * ms for k, v in kinds.most_common()},
+        "modules_ms": {k: v * ms for k, v in modules.most_common()},
+        "thunks_ms": [
+            (name, micros * ms, count[name] / steps, program[name]["kind"], program[name]["module"])
+            for name, micros in by_name.most_common()
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="ddcolor_tiny:256:1", help="NAME:SIZE:BATCH")
+    parser.add_argument("--mode", default="train", choices=("forward", "train"))
+    parser.add_argument("--steps", type=int, default=3, help="traced steps, after 3 untraced")
+    parser.add_argument("--depth", type=int, default=2, help="module path components shown")
+    parser.add_argument("--top", type=int, default=15, help="rows of the module and thunk tables")
+    parser.add_argument("--trace_dir", help="keep the trace here (default: a temporary folder)")
+    args = parser.parse_args()
+    name, size, batch = args.only.split(":")
+
+    from aiaic_jax import host_memory
+
+    applied = host_memory.retain()  # as train.py starts
+    compile_ = jax.stages.Lowered.compile
+    compiled = []
+
+    def keep(self, *a, **k):
+        compiled.append(compile_(self, *a, **k))
+        return compiled[-1]
+
+    jax.stages.Lowered.compile = keep
+    try:
+        run, facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
+    finally:
+        jax.stages.Lowered.compile = compile_
+    program = parse_program(compiled[-1].as_text())
+    untraced = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        untraced.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(args.trace_dir or scratch)
+        jax.profiler.start_trace(str(directory))
+        for _ in range(args.steps):
+            run()
+        jax.profiler.stop_trace()
+        summary = summarise(read_trace(directory), program, args.steps, args.depth)
+
+    print(
+        f"{name} {size} bs {batch} {args.mode}, jax {jax.__version__}, {os.cpu_count()} CPUs, "
+        f"host memory: {applied}, load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"step {min(untraced[1:]) * 1e3:.0f} ms untraced (best of 2), "
+        f"{summary['step_ms']:.0f} ms traced (median of {args.steps}); "
+        f"{facts['gflop_per_image'] * int(batch):.1f} GFLOP (XLA's count)"
+    )
+    at = summary["at_once_ms"]
+    print(
+        f"{summary['thunks']:.0f} thunks per step, {summary['thunk_ms']:.0f} ms of thunk time; "
+        f"wall time with no thunk running {at[0]:.0f} ms, one {at[1]:.0f} ms, "
+        f"two or more {at[2]:.0f} ms"
+    )
+    print("\nby kind (ms per step)")
+    for kind, ms in summary["kinds_ms"].items():
+        print(f"  {ms:8.1f}  {kind}")
+    print(f"\nby module, top {args.top} (ms per step)")
+    for module, ms in list(summary["modules_ms"].items())[: args.top]:
+        print(f"  {ms:8.1f}  {module}")
+    print(f"\nthunks, top {args.top} (ms per step, times per step, kind, module)")
+    for thunk, ms, times, kind, module in summary["thunks_ms"][: args.top]:
+        print(f"  {ms:8.1f}  x{times:<4.0f} {thunk:32s} {kind:14s} {module}")
+
+
+if __name__ == "__main__":
+    main()
