@@ -26,7 +26,7 @@ from ml_collections import config_flags
 from aiaic_jax import compile_cache, host_memory
 from aiaic_jax.data.builders import synthetic
 from aiaic_jax.evaluation import criteria, runner
-from aiaic_jax.train import logs, loop, pipelines
+from aiaic_jax.train import logs, pipelines
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
 _JOBS = flags.DEFINE_integer(
@@ -105,7 +105,7 @@ def train_pipelines(config: ml_collections.ConfigDict, workdir: str) -> None:
         return
     # What training the baseline here freed goes back to the system before the children start
     # (host_memory.retain keeps freed memory otherwise).
-    loop.release_free_host_memory()
+    host_memory.release_free()
     # This process's own flags (workdir, config and its overrides) and the pipeline's name.
     names = pipelines.PIPELINES
     commands = {

@@ -3,11 +3,13 @@
 # and MFU, in float32 and bfloat16, beside the official PyTorch DDColor (eager) on the same GPU.
 # docs/accelerators.md explains the columns and the peak FLOP/s behind the MFU.
 #
-# On a fresh GPU machine with internet, from anywhere:
+# On a GPU machine, from anywhere:
 #
 #     DDCOLOR_SRC=/path/to/DDColor bash bench/accelerator.sh            # install, then bench
 #     bash bench/accelerator.sh --skip-install --out runs/accelerator/h100   # jax with CUDA there
 #     bash bench/accelerator.sh --dry-run                               # print the commands only
+#     PYTHON=python3 bash bench/accelerator.sh --skip-install --wheels .whl --ddcolor-src .ddcolor
+#                                          # no internet: the machine's jax, flax, torch + wheels
 #
 # It creates (or reuses) the virtual environment $VENV, installs the project there with the
 # versions of constraints.txt, PyTorch with CUDA (only when the official DDColor source is
@@ -22,12 +24,18 @@
 #                       the PyTorch side is skipped
 #   --skip-install      install nothing; run with $PYTHON (default $VENV/bin/python if it exists,
 #                       else python3), e.g. a machine's own Python that has jax with CUDA
+#   --wheels DIR        with --skip-install: first install the wheels in DIR (no index, no
+#                       dependencies) into a folder of their own on the path, for what that
+#                       Python lacks; the bench needs jax, flax, optax, absl-py, PyYAML and
+#                       ml_collections (and torch for the PyTorch side), not the data pipeline's
+#                       packages. docs/accelerators.md: on a machine without internet
 #   --dry-run           print the commands instead of running them; no checks
 # Environment (defaults in brackets):
 #   VENV [.venv]  BASE_PYTHON, the Python that creates it [python3]
 #   JAX_CUDA, the jax extra [cuda12; cuda13 for a CUDA 13 driver]
 #   TORCH_INDEX_URL [https://download.pytorch.org/whl/cu128]  TORCH_SPEC [torch]
-#   DDCOLOR_MODELS [ddcolor_tiny:256 ddcolor_large:256]  OTHER_MODELS [chromagan:224 discolor:256]
+#   DDCOLOR_MODELS [ddcolor_tiny:256 ddcolor_large:256]  OTHER_MODELS [chromagan:224 discolor:256];
+#     set to nothing (OTHER_MODELS=) runs none of them
 #   BATCHES [8 32]  DTYPES [float32 bfloat16]  MODES [forward train]  STEPS [20]
 #   DDCOLOR_OVERRIDES, DDColor fields for get_backbone, e.g. "remat=true kernels=native" []
 #   ALLOW_CPU=1 runs on a machine without a GPU: only to try the script on small models.
@@ -40,11 +48,13 @@ SKIP_INSTALL=0
 DRY_RUN=0
 OUT_DIR="${OUT_DIR:-runs/accelerator/$(date +%Y%m%d-%H%M%S)}"
 DDCOLOR_SRC="${DDCOLOR_SRC:-}"
+WHEELS=""
 while (($#)); do
   case "$1" in
     --out) OUT_DIR="${2:?bench/accelerator.sh: --out needs a directory}"; shift 2 ;;
     --ddcolor-src) DDCOLOR_SRC="${2:?bench/accelerator.sh: --ddcolor-src needs a directory}"; shift 2 ;;
     --skip-install) SKIP_INSTALL=1; shift ;;
+    --wheels) WHEELS="${2:?bench/accelerator.sh: --wheels needs a directory}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/accelerator.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -56,8 +66,8 @@ BASE_PYTHON="${BASE_PYTHON:-python3}"
 JAX_CUDA="${JAX_CUDA:-cuda12}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
 TORCH_SPEC="${TORCH_SPEC:-torch}"
-DDCOLOR_MODELS="${DDCOLOR_MODELS:-ddcolor_tiny:256 ddcolor_large:256}"
-OTHER_MODELS="${OTHER_MODELS:-chromagan:224 discolor:256}"
+DDCOLOR_MODELS="${DDCOLOR_MODELS-ddcolor_tiny:256 ddcolor_large:256}"  # set and empty: none
+OTHER_MODELS="${OTHER_MODELS-chromagan:224 discolor:256}"
 BATCHES="${BATCHES:-8 32}"
 DTYPES="${DTYPES:-float32 bfloat16}"
 MODES="${MODES:-forward train}"
@@ -81,6 +91,9 @@ run() {
   fi
 }
 
+if [[ -n "$WHEELS" ]] && ((!SKIP_INSTALL)); then
+  fail "--wheels goes with --skip-install (it adds to a Python's own packages)"
+fi
 if [[ -n "$DDCOLOR_SRC" && ! -f "$DDCOLOR_SRC/basicsr/archs/ddcolor_arch.py" ]]; then
   fail "$DDCOLOR_SRC is not a DDColor checkout (no basicsr/archs/ddcolor_arch.py)"
 fi
@@ -95,6 +108,14 @@ fi
 if ((SKIP_INSTALL)); then
   if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$VENV/bin/python" ]]; then PYTHON="$VENV/bin/python"; else PYTHON=python3; fi
+  fi
+  if [[ -n "$WHEELS" ]]; then
+    compgen -G "$WHEELS/*.whl" >/dev/null || fail "no *.whl in $WHEELS"
+    SITE="$(mktemp -d)"
+    trap 'rm -rf "$SITE"' EXIT
+    run "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+      --target "$SITE" "$WHEELS"/*.whl
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   fi
 else
   PYTHON="$VENV/bin/python"

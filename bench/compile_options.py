@@ -10,7 +10,7 @@ took to compile.
 
 A variant is `none` (XLA's defaults) or comma-separated `key=value` XLA options (integers and
 true/false parsed; an item without `=` continues the value before it); `default` is what the
-training loop uses (`loop.step_compiler_options`), alone or as the first item. The step is
+training loop uses (`xla_options.step_compiler_options`), alone or as the first item. The step is
 bench/models.py's (forward, or L1/AdamW training step, random variables), in a process started
 as train.py starts (`host_memory.retain`; `--host_memory release` for glibc's and JAX's
 defaults).
@@ -24,7 +24,7 @@ import time
 
 import jax
 
-from aiaic_jax.train import loop
+from aiaic_jax.train import xla_options
 from bench import models
 
 
@@ -38,7 +38,7 @@ def _parse(variant: str) -> dict:
     key = None
     for item in variant.split(","):
         if item == "default":
-            options.update(loop.step_compiler_options() or {})
+            options.update(xla_options.step_compiler_options() or {})
             continue
         if "=" in item:
             key, value = item.split("=", 1)

@@ -154,9 +154,10 @@ def _flax_setup(
     import numpy as np
     import optax
 
+    from aiaic_jax.host_memory import release_free
     from aiaic_jax.models.backbones import get_backbone
     from aiaic_jax.models.precision import cast_floating
-    from aiaic_jax.train.loop import release_free_host_memory, step_compiler_options
+    from aiaic_jax.train.xla_options import step_compiler_options
 
     model = get_backbone(name, **(overrides or {}))
     # Mixed precision as jmp does it: the parameters (and AdamW's state) stay float32, the step
@@ -249,7 +250,7 @@ def _flax_setup(
         stats = jax.devices()[0].memory_stats()  # None on the CPU
         return stats.get("peak_bytes_in_use") if stats else None
 
-    release_free_host_memory()  # as the training loop does once it has compiled
+    release_free()  # as the training loop does once it has compiled
     return run, facts, peak_bytes
 
 
@@ -375,11 +376,13 @@ def _run(spec: dict, env: dict) -> list[dict]:
         # JAX would otherwise take 75% of a GPU's memory at its first use, leaving PyTorch short.
         env = {**env, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     load_before = os.getloadavg()[0]
+    root = str(Path(__file__).resolve().parents[1])
     process = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True,
         text=True,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        # The source tree first, then what the caller's path had (wheels installed aside, say).
+        env={**env, "PYTHONPATH": os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))},
     )
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode or not lines:

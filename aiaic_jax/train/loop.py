@@ -15,7 +15,6 @@ where a non-finite step is noticed (`TrainState.first_bad_step`): training stops
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import time
 from functools import partial
@@ -28,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from aiaic_jax import runs
+from aiaic_jax import host_memory, runs
 from aiaic_jax.convert.common import CheckpointMismatch, merge_variables, restore_variables
 from aiaic_jax.data import pipeline
 from aiaic_jax.models import aiaic
@@ -36,38 +35,7 @@ from aiaic_jax.models.aiaic import AIAIC, build_model
 from aiaic_jax.train import checkpoint, logs, parallel, prefetch, stages
 from aiaic_jax.train.state import NO_BAD_STEP, Step, TrainState
 from aiaic_jax.train.steps import make_step
-
-# XLA options for compiling one-off initialisers: their run time does not matter, their compile
-# time does (the demo model's init: 48 s with the defaults, 11 s with these, on a 2-core CPU).
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-# XLA:CPU options for the train step: LLVM may use 512-bit vectors in XLA's own loops (the
-# elementwise fusions and reductions around the matrix products; the optimiser update), where
-# the CPU has AVX-512, and ignores the preference where it does not. DDColor-T's train step on a
-# 2-core AVX-512 CPU: 4-7% faster (bench/compile_options.py).
-_CPU_STEP_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
-
-
-def step_compiler_options(fast: bool = False) -> dict[str, Any] | None:
-    """XLA options for compiling a train step: `_FAST_COMPILE` when asked for compile speed,
-    else `_CPU_STEP_OPTIONS` on the CPU backend, else XLA's defaults."""
-    if fast:
-        return _FAST_COMPILE
-    return dict(_CPU_STEP_OPTIONS) if jax.default_backend() == "cpu" else None
-
-
-def release_free_host_memory() -> None:
-    """Returns the heap memory that compiling freed to the operating system (glibc's
-    `malloc_trim`; nothing elsewhere).
-
-    XLA's compiler allocates in many small pieces that glibc keeps after they are freed: without
-    this, a DDColor-T training process at batch 4 keeps about 1 GB it never uses again
-    (bench/models.py, max RSS, 2-core CPU, glibc's defaults). With `host_memory.retain` the
-    step's buffers then come from the heap that this leaves, faulted in once by the first step.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+from aiaic_jax.train.xla_options import FAST_COMPILE, step_compiler_options
 
 
 class NonFiniteError(FloatingPointError):
@@ -351,7 +319,7 @@ def compile_train_step(
     fast: bool = False,
 ):
     """The stage's train step compiled for these arguments: batch sharded over the mesh's
-    `data` axis, everything else replicated, the state donated. fast: `_FAST_COMPILE`, else
+    `data` axis, everything else replicated, the state donated. fast: `FAST_COMPILE`, else
     `step_compiler_options`."""
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     train_step = jax.jit(
@@ -362,7 +330,7 @@ def compile_train_step(
     )
     lowered = train_step.lower(state, batch, rng, constants)
     compiled = lowered.compile(compiler_options=step_compiler_options(fast))
-    release_free_host_memory()
+    host_memory.release_free()
     return compiled
 
 
@@ -391,7 +359,7 @@ class _Preview:
     def __call__(self, state: TrainState) -> dict[str, np.ndarray]:
         arguments = (state.params, state.batch_stats, self.batch, self.constants)
         if self.compiled is None:
-            options = _FAST_COMPILE if self.fast else None
+            options = FAST_COMPILE if self.fast else None
             self.compiled = self.preview.lower(*arguments).compile(compiler_options=options)
         images = jax.device_get(self.compiled(*arguments))
         keep = np.asarray(images.pop("mask"), bool)  # drops the padding of a short split
@@ -426,11 +394,11 @@ def _fast_init(init_fn, *args) -> Any:
 
     The non-partitionable threefry (`jax_threefry_partitionable=False`) compiles the many
     random initialisers of the model about twice as fast as the partitionable default, and
-    the XLA options in `_FAST_COMPILE` halve it again (measured on the demo model, 2-core
+    the XLA options in `FAST_COMPILE` halve it again (measured on the demo model, 2-core
     CPU: 48 s -> 11 s). Values are deterministic in the seed, as always.
     """
     with jax.threefry_partitionable(False):
-        compiled = jax.jit(init_fn).lower(*args).compile(compiler_options=_FAST_COMPILE)
+        compiled = jax.jit(init_fn).lower(*args).compile(compiler_options=FAST_COMPILE)
         return compiled(*args)
 
 
