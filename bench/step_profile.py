@@ -7,8 +7,9 @@ to, and how much of the step ran no, one or two operations at once.
 
 The step is bench/models.py's (L1/AdamW training step or evaluation forward, random variables,
 compiled with the training loop's options, started as train.py starts). Each thunk of the trace
-is an instruction of the compiled program: a fusion, a library call (`ynn_fusion`: XNNPACK's
-successor YNNPACK, which takes the matrix products and convolutions), a loop or a copy. Per step:
+is an instruction of the compiled program: a fusion, a library call (`ynn_fusion`: a call into
+YNNPACK, to which XLA:CPU gives the matrix products and convolutions), a loop or a copy. Per
+step:
 
 - kinds: a thunk's kind is the costliest operation inside it (convolution, dot, reduce-window,
   scatter, ..., reduce, transpose, copy, slices, else elementwise);
