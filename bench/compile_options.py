@@ -8,11 +8,11 @@ took to compile.
     PYTHONPATH=. python bench/compile_options.py --variants default \
         default,xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT
 
-A variant is `none` (XLA's defaults) or comma-separated `key=value` XLA options (integers and
-true/false parsed; an item without `=` continues the value before it); `default` is what the
-training loop uses (`xla_options.step_compiler_options`), alone or as the first item. The step is
-bench/models.py's (forward, or L1/AdamW training step, random variables), in a process started
-as train.py starts (`host_memory.retain`; `--host_memory release` for glibc's and JAX's
+A variant is `none` (XLA's defaults) or comma-separated `key=value` XLA options (true/false
+and numbers parsed; an item without `=` continues the value before it); `default` is what the
+training loop uses (`xla_options.step_compiler_options`), alone or as the first item. The step
+is bench/models.py's (forward, or L1/AdamW training step, random variables), in a process
+started as train.py starts (`host_memory.retain`; `--host_memory release` for glibc's and JAX's
 defaults).
 """
 
@@ -30,27 +30,22 @@ from bench import models
 
 def _parse(variant: str) -> dict:
     """XLA options from a variant: `none`, or comma-separated items, each `default` (the
-    training loop's options) or `key=value`; an item without `=` continues the value before it
-    (`xla_cpu_experimental_ynn_fusion_type=A,B`)."""
+    training loop's options) or `key=value`, typed as `models.parse_override` types them; an
+    item without `=` continues the value before it (`xla_cpu_experimental_ynn_fusion_type=A,B`)."""
     if variant == "none":
         return {}
-    options: dict = {}
-    key = None
+    defaults: dict = {}
+    items: list[str] = []
     for item in variant.split(","):
         if item == "default":
-            options.update(xla_options.step_compiler_options() or {})
-            continue
-        if "=" in item:
-            key, value = item.split("=", 1)
-        elif key is not None and isinstance(options[key], str):
-            value = f"{options[key]},{item}"
+            defaults = xla_options.step_compiler_options() or {}
+        elif "=" in item:
+            items.append(item)
+        elif items:
+            items[-1] += f",{item}"
         else:
             raise SystemExit(f"bench/compile_options.py: {item!r} in {variant!r} is not key=value")
-        if value in ("true", "false"):
-            options[key] = value == "true"
-        else:
-            options[key] = int(value) if value.lstrip("-").isdigit() else value
-    return options
+    return {**defaults, **dict(models.parse_override(item) for item in items)}
 
 
 def main() -> None:

@@ -173,8 +173,8 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
             outer.append(call)
     thunks = [e for e in events if e["name"] in program and not e["name"].startswith(_CONTAINERS)]
     wall = {0: 0.0, 1: 0.0, 2: 0.0}
-    starts = sorted(e["ts"] for e in thunks)
     thunks.sort(key=lambda e: e["ts"])
+    starts = [e["ts"] for e in thunks]
     for call in outer:
         a, b = call["ts"], call["ts"] + call["dur"]
         inside = thunks[bisect.bisect_left(starts, a) : bisect.bisect_left(starts, b)]
