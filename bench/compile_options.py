@@ -13,12 +13,15 @@ and numbers parsed; an item without `=` continues the value before it); `default
 training loop uses (`xla_options.step_compiler_options`), alone or as the first item. The step
 is bench/models.py's (forward, or L1/AdamW training step, random variables), in a process
 started as train.py starts (`host_memory.retain`; `--host_memory release` for glibc's and JAX's
-defaults).
+defaults). Each variant's line ends with the arguments its program copies whole in every step
+(XLA's copies of the donated state).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import statistics
 import time
 
@@ -48,6 +51,24 @@ def _parse(variant: str) -> dict:
     return {**defaults, **dict(models.parse_override(item) for item in items)}
 
 
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4}
+_COPY = re.compile(r"\n  (?:ROOT )?%[\w.\-]+ = (\w+)\[([\d,]*)\]\S* copy\(%([\w.\-]+)\)")
+
+
+def argument_copies(hlo_text: str) -> tuple[int, int]:
+    """(count, bytes) of the arguments that a compiled program (`Compiled.as_text()`) copies
+    whole: XLA copies a donated argument before its buffer is overwritten where it cannot tell
+    that every read of the old value comes first."""
+    entry = hlo_text[hlo_text.index("\nENTRY") :]
+    parameters = set(re.findall(r"\n  %([\w.\-]+) = \S+ parameter\(", entry))
+    copies = [(dtype, dims) for dtype, dims, source in _COPY.findall(entry) if source in parameters]
+    size = sum(
+        _BYTES.get(dtype, 8) * math.prod(int(d) for d in dims.split(",") if d)
+        for dtype, dims in copies
+    )
+    return len(copies), size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="ddcolor_tiny:256:1", help="NAME:SIZE:BATCH")
@@ -63,15 +84,20 @@ def main() -> None:
         host_memory.retain()
 
     compile_ = jax.stages.Lowered.compile
-    runs, compile_seconds = {}, {}
+    runs, compile_seconds, copies = {}, {}, {}
     for variant in args.variants:
         options = _parse(variant)
+        compiled = []
+
         # bench/models.py compiles with the loop's options; this replaces them per variant.
-        jax.stages.Lowered.compile = lambda self, *a, o=options, **k: compile_(
-            self, compiler_options=o or None
-        )
+        def compile_with(self, *a, o=options, kept=compiled, **k):
+            kept.append(compile_(self, compiler_options=o or None))
+            return kept[-1]
+
+        jax.stages.Lowered.compile = compile_with
         runs[variant], facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
         compile_seconds[variant] = facts["compile_s"]
+        copies[variant] = argument_copies(compiled[-1].as_text())
     jax.stages.Lowered.compile = compile_
     times = {variant: [] for variant in runs}
     for step in range(args.steps + 1):
@@ -88,7 +114,8 @@ def main() -> None:
         print(
             f"{variant:50s} median {statistics.median(values):.3f} s  best {min(values):.3f} s  "
             f"{int(batch) / statistics.median(values):.2f} img/s  "
-            f"compiled in {compile_seconds[variant]:.1f} s (tracing and lowering included)"
+            f"compiled in {compile_seconds[variant]:.1f} s (tracing and lowering included); "
+            f"copies {copies[variant][0]} arguments, {copies[variant][1] / 2**20:.1f} MiB"
         )
 
 

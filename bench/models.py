@@ -211,7 +211,9 @@ def _flax_setup(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), new_stats, opt_state), loss
 
-        step = jax.jit(train_step, donate_argnums=0)
+        # keep_unused as the training loop (loop.lower_train_step): donated buffers paired with
+        # their own outputs.
+        step = jax.jit(train_step, donate_argnums=0, keep_unused=True)
         state = (variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
         args = [state, gray_l, target_ab]
 

@@ -18,8 +18,18 @@ step:
   `unattributed` for instructions that XLA left without metadata (copies, some small products);
 - at once: the wall time during which no thunk, one, or two or more ran. XLA:CPU runs
   independent thunks at the same time on its threads, and a library call can itself use every
-  core, so a thunk's time is from its start to its end, whether or not it had the cores alone.
-  The sums over thunks therefore exceed the step's wall time by what ran at once.
+  core.
+
+Each kind, module and thunk has two figures. Its share of the wall time splits every moment
+evenly among the thunks running then: the shares add up to the time during which anything ran,
+and a thunk that waited for a core beside a product is charged half of that wait. Its time from
+start to end is what it took whether or not it had the cores alone; these sum to more than the
+step by what ran at once.
+
+A thunk's end is its completion, not the return of its call: some thunks only start their work
+and return (the products XLA leaves to Eigen, copies and loops split across the threads), and
+the trace then has the call's event and, later, the executor's `end: <name>` event. Each call is
+paired with its end in order; where the counts differ, the call's own event is used.
 
 The per-thunk times are those of the trace: profiling adds a little to each (compare the step
 time printed before and while tracing).
@@ -150,6 +160,46 @@ def read_trace(directory: Path) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
+def completed(thunks: list[dict], events: list[dict]) -> list[dict]:
+    """`thunks`, sorted by start, each lasting until its completion: until its `end: <name>`
+    event where that comes after the call's own event (see the module's docstring)."""
+    ends: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e["name"].startswith("end: "):
+            ends[e["name"][len("end: ") :]].append(e["ts"])
+    calls: dict[str, list[dict]] = collections.defaultdict(list)
+    for e in sorted(thunks, key=lambda e: e["ts"]):
+        calls[e["name"]].append(e)
+    out = []
+    for name, started in calls.items():
+        finished = sorted(ends.get(name, ()))
+        if len(finished) != len(started):
+            finished = [e["ts"] + e["dur"] for e in started]
+        for e, end in zip(started, finished):
+            out.append({**e, "dur": max(e["dur"], end - e["ts"])})
+    return sorted(out, key=lambda e: e["ts"])
+
+
+def wall_shares(thunks: list[dict]) -> list[float]:
+    """Each thunk's share of the wall time: every moment split evenly among the thunks running
+    then. The shares add up to the time during which anything ran."""
+    edges = sorted(
+        [(e["ts"], 1, i) for i, e in enumerate(thunks)]
+        + [(e["ts"] + e["dur"], 0, i) for i, e in enumerate(thunks)]
+    )
+    shares = [0.0] * len(thunks)
+    running: set[int] = set()
+    last = edges[0][0] if edges else 0.0
+    for moment, starts, index in edges:
+        if running and moment > last:
+            each = (moment - last) / len(running)
+            for i in running:
+                shares[i] += each
+        last = moment
+        (running.add if starts else running.discard)(index)
+    return shares
+
+
 def at_once(thunks: list[dict], start: float, end: float) -> dict[int, float]:
     """{number of thunks running: microseconds} over [start, end]."""
     edges = sorted([(e["ts"], 1) for e in thunks] + [(e["ts"] + e["dur"], -1) for e in thunks])
@@ -171,40 +221,48 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
     for call in sorted(calls, key=lambda e: (e["ts"], -e["dur"])):
         if not outer or call["ts"] >= outer[-1]["ts"] + outer[-1]["dur"]:
             outer.append(call)
-    thunks = [e for e in events if e["name"] in program and not e["name"].startswith(_CONTAINERS)]
+    thunks = completed(
+        [e for e in events if e["name"] in program and not e["name"].startswith(_CONTAINERS)],
+        events,
+    )
     wall = {0: 0.0, 1: 0.0, 2: 0.0}
-    thunks.sort(key=lambda e: e["ts"])
     starts = [e["ts"] for e in thunks]
     for call in outer:
         a, b = call["ts"], call["ts"] + call["dur"]
         inside = thunks[bisect.bisect_left(starts, a) : bisect.bisect_left(starts, b)]
         for count, micros in at_once(inside, a, b).items():
             wall[count] += micros
-    kinds: collections.Counter = collections.Counter()
-    modules: collections.Counter = collections.Counter()
-    by_name: collections.Counter = collections.Counter()
+    # Per kind, module and thunk: (wall share, time from start to end), summed.
+    kinds: dict = collections.defaultdict(lambda: [0.0, 0.0])
+    modules: dict = collections.defaultdict(lambda: [0.0, 0.0])
+    by_name: dict = collections.defaultdict(lambda: [0.0, 0.0])
     count: collections.Counter = collections.Counter()
-    for e in thunks:
+    for e, share in zip(thunks, wall_shares(thunks)):
         facts = program[e["name"]]
         module = facts["module"]
         if module.startswith(("fwd", "bwd")):
             head, _, path = module.partition(" ")
             module = head + " " + "/".join(path.split("/")[:depth])
-        kinds[facts["kind"]] += e["dur"]
-        modules[module] += e["dur"]
-        by_name[e["name"]] += e["dur"]
+        for table, key in ((kinds, facts["kind"]), (modules, module), (by_name, e["name"])):
+            table[key][0] += share
+            table[key][1] += e["dur"]
         count[e["name"]] += 1
     ms = 1e-3 / steps
+
+    def ranked(table: dict) -> dict:
+        rows = sorted(table.items(), key=lambda row: -row[1][0])
+        return {key: (share * ms, span * ms) for key, (share, span) in rows}
+
     return {
         "step_ms": statistics.median(c["dur"] for c in outer) / 1e3 if outer else None,
         "thunks": len(thunks) / steps,
-        "thunk_ms": sum(kinds.values()) * ms,
+        "thunk_ms": sum(b for _, b in kinds.values()) * ms,
         "at_once_ms": {k: v * ms for k, v in wall.items()},
-        "kinds_ms": {k: v * ms for k, v in kinds.most_common()},
-        "modules_ms": {k: v * ms for k, v in modules.most_common()},
+        "kinds_ms": ranked(kinds),
+        "modules_ms": ranked(modules),
         "thunks_ms": [
-            (name, micros * ms, count[name] / steps, program[name]["kind"], program[name]["module"])
-            for name, micros in by_name.most_common()
+            (name, a, b, count[name] / steps, program[name]["kind"], program[name]["module"])
+            for name, (a, b) in ranked(by_name).items()
         ],
     }
 
@@ -264,15 +322,17 @@ def main() -> None:
         f"wall time with no thunk running {at[0]:.0f} ms, one {at[1]:.0f} ms, "
         f"two or more {at[2]:.0f} ms"
     )
-    print("\nby kind (ms per step)")
-    for kind, ms in summary["kinds_ms"].items():
-        print(f"  {ms:8.1f}  {kind}")
-    print(f"\nby module, top {args.top} (ms per step)")
-    for module, ms in list(summary["modules_ms"].items())[: args.top]:
-        print(f"  {ms:8.1f}  {module}")
-    print(f"\nthunks, top {args.top} (ms per step, times per step, kind, module)")
-    for thunk, ms, times, kind, module in summary["thunks_ms"][: args.top]:
-        print(f"  {ms:8.1f}  x{times:<4.0f} {thunk:32s} {kind:14s} {module}")
+    print("\nby kind (ms per step: share of the wall time, time from start to end)")
+    for kind, (share, span) in summary["kinds_ms"].items():
+        print(f"  {share:8.1f} {span:8.1f}  {kind}")
+    print(f"\nby module, top {args.top} (ms per step: share, start to end)")
+    for module, (share, span) in list(summary["modules_ms"].items())[: args.top]:
+        print(f"  {share:8.1f} {span:8.1f}  {module}")
+    print(
+        f"\nthunks, top {args.top} (ms per step: share, start to end; times per step, kind, module)"
+    )
+    for thunk, share, span, times, kind, module in summary["thunks_ms"][: args.top]:
+        print(f"  {share:8.1f} {span:8.1f}  x{times:<4.0f} {thunk:32s} {kind:14s} {module}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 non-finite guard. A reduced DDColor demo model at 64x64 with random variables. (What each stage
 trains and keeps frozen, bit for bit, is checked on the stages of tests/test_loop.py.)"""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -105,3 +107,29 @@ def test_rnet_trains_on_frozen_encoders_by_default(setup):
     config, model, template, _ = setup
     builder = _builder(config, model, template, "rnet")
     assert not builder.rnet_audio_train
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage2"])
+def test_each_state_leaf_donates_its_buffer_to_its_own_new_value(setup, name):
+    """Every leaf of the state is an argument of the compiled step (spectral norm's `v`, which
+    the step only writes, too) and is donated to the same leaf of the new state. JAX pairs
+    donated buffers with outputs by shape, in order: one pruned leaf would pair every later leaf
+    of its shape with another leaf's output, and XLA would copy those in every step."""
+    config, model, template, variables = setup
+    builder = _builder(config, model, template, name)
+    state = jax.jit(builder.init_state)(variables, None)
+    args = (state, random_batch(BATCH), loop.stage_rng(config, name), builder.constants())
+    lowered = loop.lower_train_step(builder, parallel.make_mesh(), *args)
+    main = next(line for line in lowered.as_text().splitlines() if "func.func public @main" in line)
+    signature, _, results = main.partition(") -> (")
+    arguments = signature.split("%arg")[1:]
+    leaves = jax.tree_util.tree_flatten_with_path(args)[0]
+    assert len(arguments) == len(leaves), "the step drops some of its arguments"
+    assert any("'v'" in jax.tree_util.keystr(path) for path, _ in leaves)  # the case in point
+    outputs = re.findall(r'jax.result_info = "result([^"]*)"', results)
+    donated = {}
+    for index, text in enumerate(arguments):
+        if match := re.search(r"tf.aliasing_output = (\d+)", text):
+            donated[jax.tree_util.keystr(leaves[index][0])] = outputs[int(match.group(1))]
+    state_paths = [jax.tree_util.keystr(path) for path, _ in leaves[: len(jax.tree.leaves(state))]]
+    assert donated == {path: path for path in state_paths}

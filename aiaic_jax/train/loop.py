@@ -308,6 +308,33 @@ def stage_rng(config: ml_collections.ConfigDict, name: str) -> np.ndarray:
     return np.asarray(jax.random.key_data(key))
 
 
+def lower_train_step(
+    stage_step: Step,
+    mesh: Mesh,
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+    constants: Any,
+):
+    """The stage's train step lowered for these arguments: batch sharded over the mesh's `data`
+    axis, everything else replicated, the state donated.
+
+    Every argument is kept, the unused ones too (spectral norm's `v`, which the step only
+    writes): JAX pairs the donated buffers with the outputs by shape, in order, and one pruned
+    state leaf would hand every later output of its shape the buffer of another leaf, which XLA
+    then copies around (DDColor-T: 232 parameters and optimiser moments copied in every step).
+    """
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    train_step = jax.jit(
+        stage_step.train_step,
+        in_shardings=(replicated, sharded, replicated, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+        keep_unused=True,
+    )
+    return train_step.lower(state, batch, rng, constants)
+
+
 def compile_train_step(
     stage_step: Step,
     mesh: Mesh,
@@ -318,17 +345,8 @@ def compile_train_step(
     *,
     fast: bool = False,
 ):
-    """The stage's train step compiled for these arguments: batch sharded over the mesh's
-    `data` axis, everything else replicated, the state donated. fast: `FAST_COMPILE`, else
-    `step_compiler_options`."""
-    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    train_step = jax.jit(
-        stage_step.train_step,
-        in_shardings=(replicated, sharded, replicated, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    lowered = train_step.lower(state, batch, rng, constants)
+    """`lower_train_step`, compiled. fast: `FAST_COMPILE`, else `step_compiler_options`."""
+    lowered = lower_train_step(stage_step, mesh, state, batch, rng, constants)
     compiled = lowered.compile(compiler_options=step_compiler_options(fast))
     host_memory.release_free()
     return compiled
