@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -28,10 +29,11 @@ _CALLS = textwrap.dedent(
     x = jnp.ones((16 * 2**20,), jnp.float32)
     for _ in range(2):
         f(x).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
     for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         f(x).block_until_ready()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     print(json.dumps({"outcome": outcome, "faults": faults}))
     """
 )
@@ -56,9 +58,14 @@ def test_retain_reuses_the_buffers_of_earlier_calls():
     assert kept["outcome"] == "retain"
     assert released["outcome"] == "released by AIAIC_HOST_MEMORY"
     # Released, each of the 5 calls faults its 128 MB or more in again: 32,768 pages of 4 KB, or
-    # 64 huge pages where transparent huge pages are always on. Kept, hardly any.
-    assert released["faults"] >= 5 * 64, released
-    assert kept["faults"] < released["faults"] / 10, (kept, released)
+    # 64 huge pages where transparent huge pages are always on. Kept, hardly any in a typical
+    # call: the median, since on a loaded machine the five calls together once faulted 17,481
+    # pages (a CI run, tests in parallel), a few when run alone.
+    assert statistics.median(released["faults"]) >= 64, released
+    assert statistics.median(kept["faults"]) < statistics.median(released["faults"]) / 10, (
+        kept,
+        released,
+    )
 
 
 def _fresh(monkeypatch: pytest.MonkeyPatch) -> None:
