@@ -51,19 +51,25 @@ def _parse(variant: str) -> dict:
     return {**defaults, **dict(models.parse_override(item) for item in items)}
 
 
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4}
 _COPY = re.compile(r"\n  (?:ROOT )?%[\w.\-]+ = (\w+)\[([\d,]*)\]\S* copy\(%([\w.\-]+)\)")
+
+
+def _element_bytes(dtype: str) -> int:
+    """Bytes of one element of an HLO type: pred 1, else its bits (f32, bf16, s8, c64, ...)."""
+    bits = re.search(r"\d+", dtype)
+    return max(1, int(bits.group()) // 8) if bits else 1
 
 
 def argument_copies(hlo_text: str) -> tuple[int, int]:
     """(count, bytes) of the arguments that a compiled program (`Compiled.as_text()`) copies
     whole: XLA copies a donated argument before its buffer is overwritten where it cannot tell
-    that every read of the old value comes first."""
+    that every read of the old value comes first. Copies of a reshaped argument are not
+    counted."""
     entry = hlo_text[hlo_text.index("\nENTRY") :]
     parameters = set(re.findall(r"\n  %([\w.\-]+) = \S+ parameter\(", entry))
     copies = [(dtype, dims) for dtype, dims, source in _COPY.findall(entry) if source in parameters]
     size = sum(
-        _BYTES.get(dtype, 8) * math.prod(int(d) for d in dims.split(",") if d)
+        _element_bytes(dtype) * math.prod(int(d) for d in dims.split(",") if d)
         for dtype, dims in copies
     )
     return len(copies), size

@@ -160,9 +160,10 @@ def read_trace(directory: Path) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
-def completed(thunks: list[dict], events: list[dict]) -> list[dict]:
+def completed(thunks: list[dict], events: list[dict]) -> tuple[list[dict], int]:
     """`thunks`, sorted by start, each lasting until its completion: until its `end: <name>`
-    event where that comes after the call's own event (see the module's docstring)."""
+    event where that comes after the call's own event (see the module's docstring); and how
+    many kept their own event's end, their name's calls and ends not being as many."""
     ends: dict[str, list[float]] = collections.defaultdict(list)
     for e in events:
         if e["name"].startswith("end: "):
@@ -170,33 +171,35 @@ def completed(thunks: list[dict], events: list[dict]) -> list[dict]:
     calls: dict[str, list[dict]] = collections.defaultdict(list)
     for e in sorted(thunks, key=lambda e: e["ts"]):
         calls[e["name"]].append(e)
-    out = []
+    out, unpaired = [], 0
     for name, started in calls.items():
         finished = sorted(ends.get(name, ()))
         if len(finished) != len(started):
             finished = [e["ts"] + e["dur"] for e in started]
+            unpaired += len(started)
         for e, end in zip(started, finished):
             out.append({**e, "dur": max(e["dur"], end - e["ts"])})
-    return sorted(out, key=lambda e: e["ts"])
+    return sorted(out, key=lambda e: e["ts"]), unpaired
 
 
 def wall_shares(thunks: list[dict]) -> list[float]:
     """Each thunk's share of the wall time: every moment split evenly among the thunks running
     then. The shares add up to the time during which anything ran."""
+    # At equal times starts come first, so that a thunk of no duration also ends.
     edges = sorted(
-        [(e["ts"], 1, i) for i, e in enumerate(thunks)]
-        + [(e["ts"] + e["dur"], 0, i) for i, e in enumerate(thunks)]
+        [(e["ts"], 0, i) for i, e in enumerate(thunks)]
+        + [(e["ts"] + e["dur"], 1, i) for i, e in enumerate(thunks)]
     )
     shares = [0.0] * len(thunks)
     running: set[int] = set()
     last = edges[0][0] if edges else 0.0
-    for moment, starts, index in edges:
+    for moment, ends, index in edges:
         if running and moment > last:
             each = (moment - last) / len(running)
             for i in running:
                 shares[i] += each
         last = moment
-        (running.add if starts else running.discard)(index)
+        (running.discard if ends else running.add)(index)
     return shares
 
 
@@ -221,7 +224,7 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
     for call in sorted(calls, key=lambda e: (e["ts"], -e["dur"])):
         if not outer or call["ts"] >= outer[-1]["ts"] + outer[-1]["dur"]:
             outer.append(call)
-    thunks = completed(
+    thunks, unpaired = completed(
         [e for e in events if e["name"] in program and not e["name"].startswith(_CONTAINERS)],
         events,
     )
@@ -256,6 +259,7 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
     return {
         "step_ms": statistics.median(c["dur"] for c in outer) / 1e3 if outer else None,
         "thunks": len(thunks) / steps,
+        "unpaired": unpaired / steps,
         "thunk_ms": sum(b for _, b in kinds.values()) * ms,
         "at_once_ms": {k: v * ms for k, v in wall.items()},
         "kinds_ms": ranked(kinds),
@@ -316,6 +320,8 @@ def main() -> None:
         f"{summary['step_ms']:.0f} ms traced (median of {args.steps}); "
         f"{facts['gflop_per_image'] * int(batch):.1f} GFLOP (XLA's count)"
     )
+    if summary["unpaired"]:
+        print(f"{summary['unpaired']:.0f} thunks per step timed to their return, not their end")
     at = summary["at_once_ms"]
     print(
         f"{summary['thunks']:.0f} thunks per step, {summary['thunk_ms']:.0f} ms of thunk time; "

@@ -127,6 +127,9 @@ def test_each_state_leaf_donates_its_buffer_to_its_own_new_value(setup, name):
     assert len(arguments) == len(leaves), "the step drops some of its arguments"
     assert any("'v'" in jax.tree_util.keystr(path) for path, _ in leaves)  # the case in point
     outputs = re.findall(r'jax.result_info = "result([^"]*)"', results)
+    assert len(outputs) == results.count("tensor<"), "an output without its path"
+    # Paths as keystr writes them: the state is the first of the arguments and of the outputs
+    # (state, metrics), so a leaf's input and output paths are the same string.
     donated = {}
     for index, text in enumerate(arguments):
         if match := re.search(r"tf.aliasing_output = (\d+)", text):

@@ -315,14 +315,14 @@ def lower_train_step(
     batch: dict[str, jax.Array],
     rng: jax.Array,
     constants: Any,
-):
+) -> jax.stages.Lowered:
     """The stage's train step lowered for these arguments: batch sharded over the mesh's `data`
     axis, everything else replicated, the state donated.
 
     Every argument is kept, the unused ones too (spectral norm's `v`, which the step only
     writes): JAX pairs the donated buffers with the outputs by shape, in order, and one pruned
-    state leaf would hand every later output of its shape the buffer of another leaf, which XLA
-    then copies around (DDColor-T: 232 parameters and optimiser moments copied in every step).
+    state leaf would hand every later output of its shape the buffer of another leaf, and XLA
+    would copy values around in every step to keep them apart.
     """
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     train_step = jax.jit(

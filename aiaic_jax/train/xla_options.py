@@ -23,7 +23,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 #   cannot tell that a parameter's last reads come before the optimiser overwrites it in its
 #   donated buffer, and copies the parameter first: DDColor-T's train step copied 300 parameters
 #   and optimiser moments, 203 MiB, in every step, none with this (it decides where values
-#   live, not what is computed); the step 0-3% faster.
+#   live, not what is computed). The step's median 0-3% faster, its best within the noise.
 CPU_STEP_OPTIONS = {
     "xla_cpu_prefer_vector_width": 512,
     "xla_cpu_copy_insertion_use_region_analysis": True,
