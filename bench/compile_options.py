@@ -89,22 +89,13 @@ def main() -> None:
 
         host_memory.retain()
 
-    compile_ = jax.stages.Lowered.compile
     runs, compile_seconds, copies = {}, {}, {}
     for variant in args.variants:
-        options = _parse(variant)
-        compiled = []
-
         # bench/models.py compiles with the loop's options; this replaces them per variant.
-        def compile_with(self, *a, o=options, kept=compiled, **k):
-            kept.append(compile_(self, compiler_options=o or None))
-            return kept[-1]
-
-        jax.stages.Lowered.compile = compile_with
-        runs[variant], facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
+        with models.recorded_compiles(_parse(variant)) as compiled:
+            runs[variant], facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
         compile_seconds[variant] = facts["compile_s"]
         copies[variant] = argument_copies(compiled[-1].as_text())
-    jax.stages.Lowered.compile = compile_
     times = {variant: [] for variant in runs}
     for step in range(args.steps + 1):
         for variant, run in runs.items():

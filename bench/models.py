@@ -40,6 +40,7 @@ the device's peak memory, XLA's count of the model's FLOPs and the MFU (see `_PE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -136,6 +137,31 @@ def _model_flops(step, args) -> float:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_cpu), args
     )
     return float(step.lower(*specs).cost_analysis()["flops"])
+
+
+_CALLERS = object()
+
+
+@contextlib.contextmanager
+def recorded_compiles(compiler_options=_CALLERS):
+    """The programs compiled within, in a list that fills as they are (`jax.stages.Lowered.compile`
+    wrapped for the duration); with `compiler_options` given, those replace the caller's."""
+    import jax
+
+    compile_ = jax.stages.Lowered.compile
+    programs = []
+
+    def compile_and_keep(self, *args, **kwargs):
+        if compiler_options is not _CALLERS:
+            args, kwargs = (), {"compiler_options": compiler_options or None}
+        programs.append(compile_(self, *args, **kwargs))
+        return programs[-1]
+
+    jax.stages.Lowered.compile = compile_and_keep
+    try:
+        yield programs
+    finally:
+        jax.stages.Lowered.compile = compile_
 
 
 def _flax_setup(

@@ -182,38 +182,29 @@ def completed(thunks: list[dict], events: list[dict]) -> tuple[list[dict], int]:
     return sorted(out, key=lambda e: e["ts"]), unpaired
 
 
-def wall_shares(thunks: list[dict]) -> list[float]:
-    """Each thunk's share of the wall time: every moment split evenly among the thunks running
-    then. The shares add up to the time during which anything ran."""
+def sweep(thunks: list[dict], start: float, end: float) -> tuple[dict[int, float], list[float]]:
+    """Over [start, end]: {number of thunks running, 2 for two or more: microseconds}, and each
+    thunk's share of the wall time, every moment split evenly among the thunks running then
+    (the shares add up to the time during which anything ran)."""
     # At equal times starts come first, so that a thunk of no duration also ends.
     edges = sorted(
         [(e["ts"], 0, i) for i, e in enumerate(thunks)]
         + [(e["ts"] + e["dur"], 1, i) for i, e in enumerate(thunks)]
     )
+    time_at: collections.Counter = collections.Counter()
     shares = [0.0] * len(thunks)
     running: set[int] = set()
-    last = edges[0][0] if edges else 0.0
+    last = start
     for moment, ends, index in edges:
-        if running and moment > last:
-            each = (moment - last) / len(running)
+        moment = min(max(moment, start), end)
+        if moment > last:
+            time_at[min(len(running), 2)] += moment - last
             for i in running:
-                shares[i] += each
+                shares[i] += (moment - last) / len(running)
         last = moment
         (running.discard if ends else running.add)(index)
-    return shares
-
-
-def at_once(thunks: list[dict], start: float, end: float) -> dict[int, float]:
-    """{number of thunks running: microseconds} over [start, end]."""
-    edges = sorted([(e["ts"], 1) for e in thunks] + [(e["ts"] + e["dur"], -1) for e in thunks])
-    time_at: collections.Counter = collections.Counter()
-    running, last = 0, start
-    for moment, change in edges:
-        moment = min(max(moment, start), end)
-        time_at[min(running, 2)] += moment - last
-        running, last = running + change, moment
     time_at[0] += end - last
-    return dict(time_at)
+    return dict(time_at), shares
 
 
 def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: int) -> dict:
@@ -230,17 +221,20 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
     )
     wall = {0: 0.0, 1: 0.0, 2: 0.0}
     starts = [e["ts"] for e in thunks]
+    shares = [0.0] * len(thunks)
     for call in outer:
         a, b = call["ts"], call["ts"] + call["dur"]
-        inside = thunks[bisect.bisect_left(starts, a) : bisect.bisect_left(starts, b)]
-        for count, micros in at_once(inside, a, b).items():
+        first, last = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+        time_at, call_shares = sweep(thunks[first:last], a, b)
+        for count, micros in time_at.items():
             wall[count] += micros
+        shares[first:last] = call_shares
     # Per kind, module and thunk: (wall share, time from start to end), summed.
     kinds: dict = collections.defaultdict(lambda: [0.0, 0.0])
     modules: dict = collections.defaultdict(lambda: [0.0, 0.0])
     by_name: dict = collections.defaultdict(lambda: [0.0, 0.0])
     count: collections.Counter = collections.Counter()
-    for e, share in zip(thunks, wall_shares(thunks)):
+    for e, share in zip(thunks, shares):
         facts = program[e["name"]]
         module = facts["module"]
         if module.startswith(("fwd", "bwd")):
@@ -285,18 +279,8 @@ def main() -> None:
     from aiaic_jax import host_memory
 
     applied = host_memory.retain()  # as train.py starts
-    compile_ = jax.stages.Lowered.compile
-    compiled = []
-
-    def keep(self, *a, **k):
-        compiled.append(compile_(self, *a, **k))
-        return compiled[-1]
-
-    jax.stages.Lowered.compile = keep
-    try:
+    with models.recorded_compiles() as compiled:
         run, facts, _ = models._flax_setup(name, int(size), int(batch), args.mode)
-    finally:
-        jax.stages.Lowered.compile = compile_
     program = parse_program(compiled[-1].as_text())
     untraced = []
     for _ in range(3):
