@@ -2,7 +2,7 @@
 forward + backward time of each at DDColor-T's shapes (256 px; the sub-pixel projection also at
 128 px and at the DDColor demo's shapes, either side of `layers.SUBPIXEL_LOOP_MIN_ELEMENTS`).
 
-    PYTHONPATH=. python bench/kernels.py [--batch 4] [--repeats 5]
+    PYTHONPATH=. python bench/kernels.py [--batch 4] [--repeats 5] [--only attention "attn by head"]
 
 Per operation and shape: the best of --repeats runs of the jitted forward, and of the jitted
 gradient of a fixed linear read-out (forward + VJP with respect to every input), for the rewrite
@@ -62,7 +62,7 @@ def _cases(batch: int):
     # heads that the CPU takes from `ATTENTION_LOOP_MIN_KEYS` keys up.
     for name, rewrite, scales in (
         ("attention", dot_product_attention, (4096, 1024, 256)),
-        ("attn by head", attention_by_head, (4096, 1024)),
+        ("attn by head", attention_by_head, (4096, 1024, 256)),
     ):
         for keys in scales:
             cases.append(
@@ -113,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", metavar="OPERATION", help="these operations only")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs")
     print(
@@ -121,6 +122,8 @@ def main() -> None:
     )
     rng = np.random.default_rng(0)
     for name, label, rewrite, native, shapes in _cases(args.batch):
+        if args.only and name not in args.only:
+            continue
         inputs = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
         readout = jnp.asarray(rng.standard_normal(jax.eval_shape(native, *inputs).shape))
         argnums = tuple(range(len(inputs)))

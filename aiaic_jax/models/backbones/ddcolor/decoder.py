@@ -213,10 +213,12 @@ class PixelDecoder(nn.Module):
 
 # From this many keys up, the CPU rewrite of the attention loops over the heads
 # (`attention_by_head`); below, all heads at once (`dot_product_attention`). bench/kernels.py,
-# DDColor-T's colour decoder: with the 4096 keys of the 1/4 scale (256 px) the loop is faster at
-# batch 1 and 4, forward and gradient; with the 1024 of the 1/8 scale its gradient is no faster
-# (as fast in one run, 30% slower in another).
-ATTENTION_LOOP_MIN_KEYS = 4096
+# DDColor-T's colour decoder at 256 px (`--only attention "attn by head"`, 2026-12-06), forward
+# and gradient: with the 4096 keys of the 1/4 scale the loop is faster at batch 1 and 4 (18.2
+# against 42.6 ms, 95.3 against 140.5 ms), with the 1024 of the 1/8 scale by less (4.9 against
+# 6.4 ms, 19.2 against 21.8 ms); with 256 keys all heads at once are faster (1.2 against 1.4
+# ms, 4.4 against 6.7 ms).
+ATTENTION_LOOP_MIN_KEYS = 1024
 
 
 def cpu_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
@@ -297,17 +299,22 @@ def _attention_by_head_backward(residuals, grad_out):
 
     def one(_, head):
         q, k, v, w, o, g = head
-        grad_value = jnp.einsum("bqk,bqd->bkd", w, g)
+        # The key and value gradients come out transposed, [B, d, K]: as products whose
+        # [Q, K] operand is contracted over its rows they run as XLA:CPU's generic batched
+        # products, 2-3 times slower (bench/kernels.py, "attn by head"). One transpose per
+        # tensor after the loop puts them back, where [B, K, d] needed one too.
+        grad_value_t = jnp.einsum("bqd,bqk->bdk", g, w)
         # sum_k grad_weights * weights = g . out, a reduction over d only.
         grad_weights = jnp.einsum("bqd,bkd->bqk", g, v)
         grad_logits = w * (grad_weights - jnp.einsum("bqd,bqd->bq", g, o)[..., None])
         grad_query = jnp.einsum("bqk,bkd->bqd", grad_logits, k) * scale
-        grad_key = jnp.einsum("bqk,bqd->bkd", grad_logits, q)  # q holds the scale
-        return None, (grad_query, grad_key, grad_value)
+        grad_key_t = jnp.einsum("bqd,bqk->bdk", q, grad_logits)  # q holds the scale
+        return None, (grad_query, grad_key_t, grad_value_t)
 
     head_inputs = (queries, keys, values, weights, out, _heads_first(grad_out))
-    _, grads = jax.lax.scan(one, None, head_inputs)
-    return tuple(_heads_back(g) for g in grads)
+    _, (grad_query, grad_key_t, grad_value_t) = jax.lax.scan(one, None, head_inputs)
+    keys_back = partial(jnp.transpose, axes=(1, 3, 0, 2))  # [H, B, d, K] -> [B, K, H, d]
+    return _heads_back(grad_query), keys_back(grad_key_t), keys_back(grad_value_t)
 
 
 attention_by_head.defvjp(_attention_by_head_forward, _attention_by_head_backward)
