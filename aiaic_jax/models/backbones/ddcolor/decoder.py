@@ -299,10 +299,11 @@ def _attention_by_head_backward(residuals, grad_out):
 
     def one(_, head):
         q, k, v, w, o, g = head
-        # The key and value gradients come out transposed, [B, d, K]: as products whose
-        # [Q, K] operand is contracted over its rows they run as XLA:CPU's generic batched
-        # products, 2-3 times slower (bench/kernels.py, "attn by head"). One transpose per
-        # tensor after the loop puts them back, where [B, K, d] needed one too.
+        # The key and value gradients come out transposed, [B, d, K]: written as [B, K, d],
+        # products of the [Q, K] operand contracted over its rows, XLA:CPU ran them 2-3 times
+        # slower (bench/step_profile.py, DDColor-T at batch 4: 21-25 against 6-11 ms per
+        # product and step, 4096 keys). One transpose per tensor after the loop puts them
+        # back, where [B, K, d] needed one too.
         grad_value_t = jnp.einsum("bqd,bqk->bdk", g, w)
         # sum_k grad_weights * weights = g . out, a reduction over d only.
         grad_weights = jnp.einsum("bqd,bkd->bqk", g, v)
