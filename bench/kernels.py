@@ -120,8 +120,13 @@ def main() -> None:
         f"{'operation':14s} {'shape':26s} {'fwd rewrite':>11s} {'fwd native':>10s} {'ratio':>6s} "
         f"{'f+b rewrite':>11s} {'f+b native':>10s} {'ratio':>6s} load"
     )
+    cases = _cases(args.batch)
+    unknown = set(args.only or ()) - {case[0] for case in cases}
+    if unknown:
+        names = ", ".join(dict.fromkeys(repr(case[0]) for case in cases))
+        raise SystemExit(f"bench/kernels.py: no operation {sorted(unknown)}; one of {names}")
     rng = np.random.default_rng(0)
-    for name, label, rewrite, native, shapes in _cases(args.batch):
+    for name, label, rewrite, native, shapes in cases:
         if args.only and name not in args.only:
             continue
         inputs = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
