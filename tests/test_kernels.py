@@ -3,6 +3,8 @@ values and gradients (fp32 tolerances), so that a fast path can never drift from
 replaces. Also the rematerialisation option: the same gradients.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +22,10 @@ from aiaic_jax.models.backbones.ddcolor.decoder import (
 from aiaic_jax.models.backbones.layers import (
     conv,
     conv_stride1,
+    dense_dot_general,
     depthwise_conv,
     depthwise_conv_native,
+    matmul_by_rows,
     relu,
     subpixel_projection,
     subpixel_projection_by_subpixel,
@@ -75,6 +79,41 @@ def test_stride1_conv_matches_xla_convolution(size, padding):
         x,
         kernel,
         atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 6), (9, 6)])
+@pytest.mark.parametrize("features", [3, 8])  # the kernel gradient transposes x, or the gradient
+def test_matmul_by_rows_matches_the_product(shape, features):
+    x = jax.random.normal(_key(4), shape)
+    kernel = jax.random.normal(_key(5), (6, features))
+    _assert_same_function_and_vjp(matmul_by_rows, jnp.matmul, x, kernel, atol=1e-5)
+
+
+def test_dense_dot_general_takes_the_rewrite_for_flax_dense_products_only():
+    assert dense_dot_general("native") is None
+    dot_general = dense_dot_general("rewrite")
+    x = jax.random.normal(_key(6), (2, 5, 4, 3))
+    # DenseGeneral contracting two axes ([B, N, H, d] x [H, d, E]), as the attention's output.
+    kernel = jax.random.normal(_key(7), (4, 3, 6))
+    numbers = (((2, 3), (0, 1)), ((), ()))
+
+    def rewrite(x, kernel):
+        return dot_general(x, kernel, numbers)
+
+    def native(x, kernel):
+        return jax.lax.dot_general(x, kernel, numbers)
+
+    _assert_same_function_and_vjp(rewrite, native, x, kernel, atol=1e-5)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(rewrite)(x, kernel))
+    # Anything else (batch axes here) is lax.dot_general's.
+    batched = (((2, 3), (1, 2)), ((0,), (0,)))
+    other = jax.random.normal(_key(8), (2, 4, 3, 6))
+    assert "custom_vjp_call" not in str(
+        jax.make_jaxpr(partial(dot_general, dimension_numbers=batched))(x, other)
+    )
+    np.testing.assert_allclose(
+        dot_general(x, other, batched), jax.lax.dot_general(x, other, batched), atol=1e-5
     )
 
 

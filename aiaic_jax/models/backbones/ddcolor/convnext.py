@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from aiaic_jax.models.backbones.layers import DepthwiseConv
+from aiaic_jax.models.backbones.layers import DepthwiseConv, dense_dot_general
 
 # Sizes of the ImageNet-22k checkpoints DDColor starts from.
 CONVNEXT_SIZES = {
@@ -47,9 +47,12 @@ class ConvNeXtBlock(nn.Module):
         residual = x
         x = DepthwiseConv(7, kernel_init=_kernel_init, kernels=self.kernels, name="dwconv")(x)
         x = _layer_norm("norm")(x)
-        x = nn.Dense(4 * self.dim, kernel_init=_kernel_init, name="pwconv1")(x)
+        dot_general = dense_dot_general(self.kernels)
+        x = nn.Dense(
+            4 * self.dim, kernel_init=_kernel_init, dot_general=dot_general, name="pwconv1"
+        )(x)
         x = nn.gelu(x, approximate=False)  # PyTorch's nn.GELU is the exact erf form
-        x = nn.Dense(self.dim, kernel_init=_kernel_init, name="pwconv2")(x)
+        x = nn.Dense(self.dim, kernel_init=_kernel_init, dot_general=dot_general, name="pwconv2")(x)
         gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init), (self.dim,))
         return residual + gamma * x
 

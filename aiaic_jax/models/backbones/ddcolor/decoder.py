@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from aiaic_jax.models.backbones.layers import (
     SpectralNormConv,
+    dense_dot_general,
     icnr,
     pixel_shuffle,
     relu,
@@ -298,21 +299,29 @@ def _attention_by_head_backward(residuals, grad_out):
     scale = 1.0 / math.sqrt(queries.shape[-1])
 
     def one(_, head):
-        q, k, v, w, o, g = head
+        q_t, k, v, w, o, g, g_t = head
         # The key and value gradients come out transposed, [B, d, K]: written as [B, K, d],
         # products of the [Q, K] operand contracted over its rows, XLA:CPU ran them 2-3 times
         # slower (bench/step_profile.py, DDColor-T at batch 4: 21-25 against 6-11 ms per
         # product and step, 4096 keys). One transpose per tensor after the loop puts them
-        # back, where [B, K, d] needed one too.
-        grad_value_t = jnp.einsum("bqd,bqk->bdk", g, w)
+        # back, where [B, K, d] needed one too. Their small operand comes transposed, [B, d, Q],
+        # so that each product contracts its first operand's last axis, the form XLA:CPU gives
+        # to YNNPACK.
+        grad_value_t = jnp.einsum("bdq,bqk->bdk", g_t, w)
         # sum_k grad_weights * weights = g . out, a reduction over d only.
         grad_weights = jnp.einsum("bqd,bkd->bqk", g, v)
         grad_logits = w * (grad_weights - jnp.einsum("bqd,bqd->bq", g, o)[..., None])
         grad_query = jnp.einsum("bqk,bkd->bqd", grad_logits, k) * scale
-        grad_key_t = jnp.einsum("bqd,bqk->bdk", q, grad_logits)  # q holds the scale
+        grad_key_t = jnp.einsum("bdq,bqk->bdk", q_t, grad_logits)  # q holds the scale
         return None, (grad_query, grad_key_t, grad_value_t)
 
-    head_inputs = (queries, keys, values, weights, out, _heads_first(grad_out))
+    grads = _heads_first(grad_out)
+    # Transposed once for all heads; the barrier keeps XLA from folding the transposes back
+    # into the products.
+    queries_t, grads_t = jax.lax.optimization_barrier(
+        (jnp.swapaxes(queries, -1, -2), jnp.swapaxes(grads, -1, -2))
+    )
+    head_inputs = (queries_t, keys, values, weights, out, grads, grads_t)
     _, (grad_query, grad_key_t, grad_value_t) = jax.lax.scan(one, None, head_inputs)
     keys_back = partial(jnp.transpose, axes=(1, 3, 0, 2))  # [H, B, d, K] -> [B, K, H, d]
     return _heads_back(grad_query), keys_back(grad_key_t), keys_back(grad_value_t)
@@ -345,6 +354,7 @@ class MultiHeadAttention(nn.Module):
                 (self.num_heads, head_dim),
                 kernel_init=nn.initializers.variance_scaling(0.5, "fan_avg", "uniform"),
                 bias_init=nn.initializers.zeros,
+                dot_general=dense_dot_general(self.kernels),
                 name=name,
             )(x)
 
@@ -356,6 +366,7 @@ class MultiHeadAttention(nn.Module):
             axis=(-2, -1),
             kernel_init=nn.initializers.xavier_uniform(),
             bias_init=nn.initializers.zeros,
+            dot_general=dense_dot_general(self.kernels),
             name="out",
         )(attended)
 
@@ -401,12 +412,14 @@ class ColorDecoderLayer(nn.Module):
             self.ffn_dim,
             kernel_init=nn.initializers.xavier_uniform(),
             bias_init=torch_default_bias(dim),
+            dot_general=dense_dot_general(self.kernels),
             name="ffn_linear1",
         )(queries)
         out = nn.Dense(
             dim,
             kernel_init=nn.initializers.xavier_uniform(),
             bias_init=torch_default_bias(self.ffn_dim),
+            dot_general=dense_dot_general(self.kernels),
             name="ffn_linear2",
         )(nn.relu(hidden))
         return _layer_norm("ffn_norm")(queries + out)
@@ -448,6 +461,7 @@ class MultiScaleColorDecoder(nn.Module):
                 self.hidden_dim,
                 # PyTorch kaiming_uniform_(a=1): gain 1, fan_in.
                 kernel_init=nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
+                dot_general=dense_dot_general(self.kernels),
                 name=f"input_proj{scale}",
             )(features)
             memories.append(projected.reshape(batch, height * width, -1) + level_embed[scale])
