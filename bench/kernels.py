@@ -30,6 +30,7 @@ from aiaic_jax.models.backbones.layers import (
     conv_stride1,
     depthwise_conv,
     depthwise_conv_native,
+    matmul_by_rows,
     subpixel_projection_by_subpixel,
     subpixel_projection_native,
 )
@@ -46,6 +47,25 @@ def _cases(batch: int):
                 depthwise_conv,
                 depthwise_conv_native,
                 [(batch, size, size, channels), (7, 7, channels)],
+            )
+        )
+    # Dense layers and 1x1 convs (`layers.matmul_by_rows`): ConvNeXt's pwconv1 and pwconv2 in
+    # stages 0 and 2, the 1/8-scale U-Net block's upsampling conv, the colour decoder's FFN.
+    for rows, c_in, c_out in (
+        ((64, 64), 96, 384),
+        ((64, 64), 384, 96),
+        ((16, 16), 384, 1536),
+        ((16, 16), 1536, 384),
+        ((16, 16), 512, 2048),
+        ((100,), 256, 2048),
+    ):
+        cases.append(
+            (
+                "dense",
+                f"{'x'.join(map(str, rows))}x{c_in}->{c_out}",
+                matmul_by_rows,
+                jnp.matmul,
+                [(batch, *rows, c_in), (c_in, c_out)],
             )
         )
     for size, c_in, c_out in ((64, 352, 256), (32, 704, 512), (16, 896, 512)):  # U-Net blocks

@@ -33,6 +33,11 @@ paired with its end in order; where the counts differ, the call's own event is u
 
 The per-thunk times are those of the trace: profiling adds a little to each (compare the step
 time printed before and while tracing).
+
+On two threads a thunk's time includes its waits for a core held by a product running beside it.
+For the work each thunk does, run the step on one core and one thread, where thunks run one
+after another: `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 PYTHONPATH=. python
+bench/step_profile.py ...` (the step then takes about the CPU time of the two-thread step).
 """
 
 from __future__ import annotations

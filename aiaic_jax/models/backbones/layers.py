@@ -8,11 +8,11 @@ in eval mode, pixel-shuffle channel order, default initialisers).
 Kernels per platform. XLA:CPU runs some operations, above all their gradients, far slower than
 the same arithmetic written another way; GPUs and TPUs have fast native paths for them (cuDNN's
 grouped convolutions and attention). Each such operation has a CPU rewrite with a hand-written
-gradient here (`depthwise_conv`, `conv_stride1`, `subpixel_projection_by_subpixel`, and
-DDColor's attention in `ddcolor/decoder.py`) and a native form; `use_rewrites(kernels)` is the
-one place that chooses: a module's `kernels` field is "auto" (the rewrites on CPU, the native
-forms elsewhere), "rewrite" or "native", set in a config through
-`model.backbone_overrides.kernels`. tests/test_kernels.py checks every rewrite
+gradient here (`depthwise_conv`, `conv_stride1`, `matmul_by_rows`,
+`subpixel_projection_by_subpixel`, and DDColor's attention in `ddcolor/decoder.py`) and a native
+form; `use_rewrites(kernels)` is the one place that chooses: a module's `kernels` field is
+"auto" (the rewrites on CPU, the native forms elsewhere), "rewrite" or "native", set in a config
+through `model.backbone_overrides.kernels`. tests/test_kernels.py checks every rewrite
 against its native form, values and gradients.
 """
 
@@ -492,7 +492,7 @@ class SpectralNormConv(nn.Module):
     kernel_init: Initializer = kaiming_normal
     bias_init: Initializer = nn.initializers.zeros
     eps: float = 1e-12
-    kernels: str = "auto"  # stride-1 k x k convs: `conv_stride1` on CPU (`use_rewrites`)
+    kernels: str = "auto"  # CPU rewrites (`use_rewrites`): `matmul_by_rows` (1x1), `conv_stride1`
 
     def normalized(self, in_features: int, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
         """The kernel [k, k, in_features, features] divided by sigma, and the bias (or None)."""
