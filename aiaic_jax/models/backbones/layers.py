@@ -252,13 +252,13 @@ def _matmul_by_rows_fwd(x, kernel):
 
 def _matmul_by_rows_bwd(residuals, grad):
     x, kernel = residuals
-    rows, columns = x.reshape(-1, kernel.shape[0]), grad.reshape(-1, kernel.shape[1])
+    x_rows, grad_rows = x.reshape(-1, kernel.shape[0]), grad.reshape(-1, kernel.shape[1])
     # The barriers keep XLA from folding the transposes back into the products.
     barrier = jax.lax.optimization_barrier
     if kernel.shape[0] <= kernel.shape[1]:
-        grad_kernel = barrier(rows.T) @ columns
+        grad_kernel = barrier(x_rows.T) @ grad_rows
     else:
-        grad_kernel = barrier(barrier(columns.T) @ rows).T
+        grad_kernel = barrier(barrier(grad_rows.T) @ x_rows).T
     return grad @ kernel.T, grad_kernel.astype(kernel.dtype)
 
 
