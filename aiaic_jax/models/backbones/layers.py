@@ -238,8 +238,9 @@ def matmul_by_rows(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     The kernel gradient contracts over the rows of x and of the output gradient. Autodiff
     writes it as a product contracting both operands' first axis, which XLA:CPU gives to its
-    generic Eigen products rather than YNNPACK; with one operand transposed first, the narrower
-    of the two, it is a plain [K, M] x [M, N] or [N, M] x [M, K] product, which YNNPACK takes
+    generic Eigen products rather than YNNPACK; with one operand transposed first, it is a plain
+    [K, M] x [M, N] product, or [N, M] x [M, K] with the small result transposed after it,
+    whichever moves fewer elements, which YNNPACK takes
     (`bench/kernels.py --only dense`: forward and gradient 1.1 to 2.6 times faster on
     DDColor-T's dense layers and 1x1 convs).
     """
@@ -252,13 +253,19 @@ def _matmul_by_rows_fwd(x, kernel):
 
 def _matmul_by_rows_bwd(residuals, grad):
     x, kernel = residuals
-    x_rows, grad_rows = x.reshape(-1, kernel.shape[0]), grad.reshape(-1, kernel.shape[1])
-    # The barriers keep XLA from folding the transposes back into the products.
+    (inner, outer), x_rows = kernel.shape, x.reshape(-1, kernel.shape[0])
+    grad_rows = grad.reshape(-1, outer)
+    rows = x_rows.shape[0]
+    # The barriers keep XLA from folding each transpose into the product that reads it or the
+    # ops around it: into the product, it would be the Eigen form again; fused with x's
+    # producer, the transpose would compute that again in transposed order (the depthwise
+    # convolution and norm before a ConvNeXt block's pwconv1); fused into the optimiser's
+    # updates, each of them would read the gradient in transposed order.
     barrier = jax.lax.optimization_barrier
-    if kernel.shape[0] <= kernel.shape[1]:
-        grad_kernel = barrier(x_rows.T) @ grad_rows
+    if rows * inner <= rows * outer + outer * inner:  # transposing x moves fewer elements
+        grad_kernel = barrier(barrier(x_rows).T) @ grad_rows
     else:
-        grad_kernel = barrier(barrier(grad_rows.T) @ x_rows).T
+        grad_kernel = barrier(barrier(barrier(grad_rows.T) @ x_rows).T)
     return grad @ kernel.T, grad_kernel.astype(kernel.dtype)
 
 
