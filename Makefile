@@ -20,13 +20,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[dev,torch,onnx]'
 	$(PIP) --no-deps jax2onnx
+	@# librosa's numba kernels compile when its modules are first imported (about 20 s on one core)
+	@# and are cached in the venv: once here, not in the first test that compares with librosa.
+	$(BIN)/python -c "import librosa.util.utils, librosa.core.spectrum, librosa.core.audio, librosa.core.pitch"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m aiaic_jax.demo --workdir $(DEMO_DIR)
 
 test: $(VENV)/.installed-dev browser-tools
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # That the method learns, alone (part of `make test` too): every stage of the tiny model, then
 # its evaluation (about 2 minutes).

@@ -21,6 +21,21 @@ import tempfile
 
 _OWN_CACHE = "AIAIC_TEST_OWN_JAX_CACHE"
 
+# The modules that take a minute or more of a 2-core machine (`--durations`), longest first.
+# `make test` hands whole modules to its two workers in collection order (`--dist loadfile
+# --no-loadscope-reorder`). With these first, the short modules fill in at the end and both
+# workers finish together; xdist's own order (most tests first) left one worker idle for
+# about a minute while the other ran a long module.
+LONG_MODULES = (
+    "test_loop.py",
+    "test_learning.py",
+    "test_discolor.py",
+    "test_runs.py",
+    "test_precision.py",
+    "test_eval.py",
+    "test_parallel.py",
+)
+
 
 def pytest_configure(config) -> None:
     from aiaic_jax import host_memory
@@ -42,3 +57,9 @@ def pytest_unconfigure(config) -> None:
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
         os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The long modules first (LONG_MODULES), the others in their collection order."""
+    rank = {name: index for index, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
