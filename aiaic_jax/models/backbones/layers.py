@@ -256,16 +256,17 @@ def _matmul_by_rows_bwd(residuals, grad):
     (inner, outer), x_rows = kernel.shape, x.reshape(-1, kernel.shape[0])
     grad_rows = grad.reshape(-1, outer)
     rows = x_rows.shape[0]
-    # The barriers keep XLA from folding each transpose into the product that reads it or the
-    # ops around it: into the product, it would be the Eigen form again; fused with x's
-    # producer, the transpose would compute that again in transposed order (the depthwise
-    # convolution and norm before a ConvNeXt block's pwconv1); fused into the optimiser's
-    # updates, each of them would read the gradient in transposed order.
+    # The barriers keep XLA's simplifier from folding the transposes back into the products.
+    # XLA removes them before fusion, which can still fuse a transpose with its producer (it
+    # does, with the depthwise convolution before a ConvNeXt block's pwconv1) or with the
+    # optimiser's updates that read the result.
     barrier = jax.lax.optimization_barrier
-    if rows * inner <= rows * outer + outer * inner:  # transposing x moves fewer elements
-        grad_kernel = barrier(barrier(x_rows).T) @ grad_rows
+    # Transpose x, or the output gradient and then the [N, K] result: whichever moves fewer
+    # elements. With few rows (a small batch, deep layers) that is x even where K > N.
+    if rows * inner <= rows * outer + outer * inner:
+        grad_kernel = barrier(x_rows.T) @ grad_rows
     else:
-        grad_kernel = barrier(barrier(barrier(grad_rows.T) @ x_rows).T)
+        grad_kernel = barrier(barrier(grad_rows.T) @ x_rows).T
     return grad @ kernel.T, grad_kernel.astype(kernel.dtype)
 
 
