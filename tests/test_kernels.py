@@ -83,7 +83,7 @@ def test_stride1_conv_matches_xla_convolution(size, padding):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 6), (9, 6)])
-@pytest.mark.parametrize("features", [3, 8])  # the kernel gradient transposes x, or the gradient
+@pytest.mark.parametrize("features", [3, 8])  # kernel gradient: 3 transposes the gradient, 8 x
 def test_matmul_by_rows_matches_the_product(shape, features):
     x = jax.random.normal(_key(4), shape)
     kernel = jax.random.normal(_key(5), (6, features))

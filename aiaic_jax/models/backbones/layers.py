@@ -253,8 +253,8 @@ def _matmul_by_rows_fwd(x, kernel):
 
 def _matmul_by_rows_bwd(residuals, grad):
     x, kernel = residuals
-    (inner, outer), x_rows = kernel.shape, x.reshape(-1, kernel.shape[0])
-    grad_rows = grad.reshape(-1, outer)
+    inner, outer = kernel.shape
+    x_rows, grad_rows = x.reshape(-1, inner), grad.reshape(-1, outer)
     rows = x_rows.shape[0]
     # The barriers keep XLA's simplifier from folding the transposes back into the products.
     # XLA removes them before fusion, which can still fuse a transpose with its producer (it
