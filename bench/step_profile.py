@@ -18,7 +18,13 @@ step:
   `unattributed` for instructions that XLA left without metadata (copies, some small products);
 - at once: the wall time during which no thunk, one, or two or more ran. XLA:CPU runs
   independent thunks at the same time on its threads, and a library call can itself use every
-  core.
+  core;
+- work: the arithmetic of the products (dots and convolutions, a multiply-add counted as two,
+  from the shapes in the compiled program; a convolution's taps on its padding count, XLA's
+  cost analysis leaves them out) and the bytes every other thunk reads and writes
+  (its operands and result; a fusion that reads its input several times moves more), summed
+  per step and over each thunk's time from start to end: the products' GFLOP/s against the
+  core's peak, the rest's GB/s against the memory's. Each row of the thunk table has its rate.
 
 Each kind, module and thunk has two figures. Its share of the wall time splits every moment
 evenly among the thunks running then: the shares add up to the time during which anything ran,
@@ -47,6 +53,7 @@ import bisect
 import collections
 import gzip
 import json
+import math
 import os
 import re
 import statistics
@@ -79,14 +86,57 @@ KINDS = (
 # Thunks that run other thunks: their time is their body's.
 _CONTAINERS = ("while", "call", "conditional")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][a-z\-]*)\(")
+_TYPED = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\(([^)]*)\)")
+_ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f64": 8, "s64": 8}
+_BYTES.update({"u64": 8, "c64": 8, "c128": 16})
+
+
+def arrays(type_text: str) -> list[tuple[str, list[int]]]:
+    """(dtype, dims) of each array in an HLO type, e.g. '(f32[4,8]{1,0}, s32[])'."""
+    return [(d, [int(x) for x in dims.split(",") if x]) for d, dims in _ARRAY.findall(type_text)]
+
+
+def nbytes(type_text: str) -> int:
+    return sum(_BYTES.get(d, 4) * math.prod(dims) for d, dims in arrays(type_text))
+
+
+def flop_of(op: str, line: str, out: str, operands: list[str], types: dict[str, str]) -> int:
+    """Floating-point operations of one dot or convolution (a multiply-add is two)."""
+    if op not in ("dot", "convolution") or len(operands) < 2:
+        return 0
+    (_, out_dims), *_ = arrays(out) or [("", [])]
+    lhs, rhs = (arrays(types.get(name, ""))[:1] for name in operands[:2])
+    if not lhs or not rhs:
+        return 0
+    if op == "dot":
+        match = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line)
+        contracted = [int(i) for i in match.group(1).split(",") if i] if match else []
+        return 2 * math.prod(out_dims) * math.prod(lhs[0][1][i] for i in contracted)
+    # Each output element sums over the kernel's window and input features: every kernel
+    # dimension but its output features ('o' in dim_labels=..._01io->...). An input dilated by
+    # d (the input gradient of a strided convolution) has one tap in d per dimension that is
+    # not a zero; the count leaves those out, exactly where the window is a multiple of d.
+    labels = re.search(r"dim_labels=\w+_(\w+)->", line)
+    kernel = rhs[0][1]
+    o = labels.group(1).index("o") if labels else len(kernel) - 1
+    dilation = re.search(r"lhs_dilate=([\dx]+)", line)
+    zeros = math.prod(int(d) for d in dilation.group(1).split("x")) if dilation else 1
+    return 2 * math.prod(out_dims) * math.prod(kernel) // max(kernel[o], 1) // zeros
+
+
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
 
 
 def parse_program(hlo_text: str) -> dict[str, dict]:
-    """{instruction name: {"kind", "module"}} for every instruction of a compiled program's text
-    (`Compiled.as_text()`)."""
+    """{instruction name: {"kind", "module", "flop", "bytes"}} for every instruction of a
+    compiled program's text (`Compiled.as_text()`): "flop" counts the products inside it (its
+    called computation's dots and convolutions), "bytes" what it reads and writes as one thunk
+    (its operands and its result)."""
     computations: dict[str, list[tuple[str, str]]] = {}
     lines: dict[str, str] = {}
+    types: dict[str, str] = {}
+    operands: dict[str, list[str]] = {}
     current = entry = None
     for line in hlo_text.splitlines():
         if not line.startswith(" "):
@@ -101,6 +151,14 @@ def parse_program(hlo_text: str) -> dict[str, dict]:
         if match and current:
             computations[current].append((match.group(1), match.group(2)))
             lines[match.group(1)] = line
+            typed = _TYPED.match(line)
+            if typed:
+                types[match.group(1)] = typed.group(2)
+                operands[match.group(1)] = re.findall(r"%([\w.\-]+)", typed.group(4))
+
+    def flop(name: str) -> int:
+        op = _INSTRUCTION.match(lines[name]).group(2)
+        return flop_of(op, lines[name], types.get(name, ""), operands.get(name, []), types)
 
     def op_name(line: str) -> str:
         match = re.search(r'op_name="([^"]*)"', line)
@@ -117,7 +175,13 @@ def parse_program(hlo_text: str) -> dict[str, dict]:
         modules = [module_of(op_name(x)) for x in [line] + [lines[i] for i, _ in inner]]
         module = next((m for m in modules if m.startswith(("fwd", "bwd"))), None)
         module = module or next((m for m in modules if m != "unattributed"), "unattributed")
-        program[name] = {"kind": kind, "module": module}
+        program[name] = {
+            "kind": kind,
+            "module": module,
+            "flop": sum(flop(i) for i, _ in inner) if inner else flop(name),
+            "bytes": nbytes(types.get(name, ""))
+            + sum(nbytes(types.get(o, "")) for o in operands.get(name, [])),
+        }
     # An instruction with no metadata at all (some in loop bodies): its computation's module.
     for computation, instructions in computations.items():
         if computation == entry:
@@ -251,6 +315,9 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
         count[e["name"]] += 1
     ms = 1e-3 / steps
 
+    def is_product(name: str) -> bool:
+        return program[name]["flop"] > 0
+
     def ranked(table: dict) -> dict:
         rows = sorted(table.items(), key=lambda row: -row[1][0])
         return {key: (share * ms, span * ms) for key, (share, span) in rows}
@@ -267,6 +334,16 @@ def summarise(events: list[dict], program: dict[str, dict], steps: int, depth: i
             (name, a, b, count[name] / steps, program[name]["kind"], program[name]["module"])
             for name, (a, b) in ranked(by_name).items()
         ],
+        # Per step: (GFLOP or GB, ms start to end) of the products and of the rest.
+        "work": {
+            group: (
+                sum(program[n][unit] * count[n] for n in by_name if is_product(n) == product)
+                / steps
+                / 1e9,
+                sum(span for n, (_, span) in by_name.items() if is_product(n) == product) * ms,
+            )
+            for group, unit, product in (("products", "flop", True), ("rest", "bytes", False))
+        },
     }
 
 
@@ -323,11 +400,28 @@ def main() -> None:
     print(f"\nby module, top {args.top} (ms per step: share, start to end)")
     for module, (share, span) in list(summary["modules_ms"].items())[: args.top]:
         print(f"  {share:8.1f} {span:8.1f}  {module}")
+    (flop, flop_ms), (moved, moved_ms) = summary["work"]["products"], summary["work"]["rest"]
     print(
-        f"\nthunks, top {args.top} (ms per step: share, start to end; times per step, kind, module)"
+        f"\nproducts (dots, convolutions) {flop:.1f} GFLOP in {flop_ms:.0f} ms "
+        f"({rate(flop, flop_ms):.1f} GFLOP/s); the rest moves {moved:.1f} GB in {moved_ms:.0f} ms "
+        f"({rate(moved, moved_ms):.1f} GB/s), start to end"
+    )
+    print(
+        f"\nthunks, top {args.top} (ms per step: share, start to end; times per step, "
+        "GFLOP/s for a product or GB/s read and written, kind, module)"
     )
     for thunk, share, span, times, kind, module in summary["thunks_ms"][: args.top]:
-        print(f"  {share:8.1f} {span:8.1f}  x{times:<4.0f} {thunk:32s} {kind:14s} {module}")
+        facts = program[thunk]
+        work = (facts["flop"] or facts["bytes"]) * times / 1e9
+        print(
+            f"  {share:8.1f} {span:8.1f}  x{times:<4.0f} {rate(work, span):6.1f} "
+            f"{thunk:32s} {kind:14s} {module}"
+        )
+
+
+def rate(giga: float, ms: float) -> float:
+    """Per second, from a count in 1e9 and milliseconds."""
+    return giga / ms * 1e3 if ms else float("nan")
 
 
 if __name__ == "__main__":
