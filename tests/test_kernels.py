@@ -156,10 +156,26 @@ def _subpixel_inputs(batch=2, height=5, width=6, in_channels=7, channels=3, out_
     return x, kernel, bias, projection
 
 
-def test_subpixel_projection_by_subpixel_matches_the_product_of_all_features():
-    _assert_same_function_and_vjp(
-        subpixel_projection_by_subpixel, subpixel_projection_native, *_subpixel_inputs(), atol=1e-5
-    )
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
+def test_subpixel_projection_by_subpixel_matches_the_product_of_all_features(recompute):
+    def loop(*args):
+        return subpixel_projection_by_subpixel(*args, recompute)
+
+    _assert_same_function_and_vjp(loop, subpixel_projection_native, *_subpixel_inputs(), atol=1e-5)
+
+
+def test_subpixel_projection_keeps_its_features_unless_told_to_recompute():
+    # Kept: one buffer of every sub-pixel's features [S, B, h, w, C] is a residual of the
+    # forward pass; recomputed: none, and the backward pass has a third product per sub-pixel.
+    inputs = _subpixel_inputs()
+    features_shape = (16, 2, 5, 6, 3)
+
+    def residual_shapes(recompute):
+        _, residuals = jax.vjp(lambda *a: subpixel_projection_by_subpixel(*a, recompute), *inputs)
+        return [leaf.shape for leaf in jax.tree.leaves(residuals)]
+
+    assert features_shape in residual_shapes(False)
+    assert features_shape not in residual_shapes(True)
 
 
 def test_subpixel_projection_loops_on_the_cpu_from_a_pictures_size_up(monkeypatch):

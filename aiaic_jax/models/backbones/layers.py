@@ -361,6 +361,7 @@ def subpixel_projection(
     projection: jax.Array,
     *,
     kernels: str = "auto",
+    recompute: bool = False,
 ) -> jax.Array:
     """relu(x @ kernel + bias) per pixel, each sub-pixel's features times the sample's matrix.
 
@@ -372,11 +373,12 @@ def subpixel_projection(
 
     Large features on the CPU (`use_rewrites`, and at least `SUBPIXEL_LOOP_MIN_ELEMENTS` per
     picture) take `subpixel_projection_by_subpixel`, the rest `subpixel_projection_native`: the
-    same function.
+    same function. recompute: the loop's backward pass computes the features again instead of
+    keeping them from the forward pass (memory for time, as a block's remat).
     """
     per_picture = int(np.prod(x.shape[1:-1])) * kernel.shape[-1]
     if use_rewrites(kernels) and per_picture >= SUBPIXEL_LOOP_MIN_ELEMENTS:
-        return subpixel_projection_by_subpixel(x, kernel, bias, projection)
+        return subpixel_projection_by_subpixel(x, kernel, bias, projection, recompute)
     return subpixel_projection_native(x, kernel, bias, projection)
 
 
@@ -391,18 +393,24 @@ def subpixel_projection_native(
     return out.reshape(batch, height, width, -1)
 
 
-@jax.custom_vjp
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
 def subpixel_projection_by_subpixel(
-    x: jax.Array, kernel: jax.Array, bias: jax.Array, projection: jax.Array
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    projection: jax.Array,
+    recompute: bool = False,
 ) -> jax.Array:
     """The CPU rewrite of `subpixel_projection`: a loop over the sub-pixels, each one's features
     computed and multiplied while they are in the cache, with the gradient written out the same
     way. Autodiff of the native form holds the features' gradient, its masked copy and a
     transposed copy at once (each as large as the features: 256 MiB for DDColor-T at batch 4);
-    this holds one sub-pixel's. The backward pass computes each sub-pixel's features again
-    rather than keeping them all from the forward pass: one more matrix product per sub-pixel
-    instead of writing, zeroing first, and reading back a buffer as large as all of them."""
-    return _project_subpixels(x, kernel, bias, projection)[0]
+    this holds one sub-pixel's.
+
+    The features themselves are kept from the forward pass for the backward pass, one buffer as
+    large as all of them; with `recompute`, the backward pass computes each sub-pixel's again
+    instead, one more matrix product per sub-pixel (a third more arithmetic in the layer)."""
+    return _project_subpixels(x, kernel, bias, projection, keep=False)[0]
 
 
 def _subpixel_chunks(kernel: jax.Array, bias: jax.Array, channels: int):
@@ -416,21 +424,28 @@ def _subpixel_features(x, chunk_kernel, chunk_bias):
     return jnp.maximum(x @ chunk_kernel + chunk_bias, 0)  # [B, h, w, C]
 
 
-def _project_subpixels(x, kernel, bias, projection):
+def _project_subpixels(x, kernel, bias, projection, *, keep: bool):
+    """The output and the residuals of the backward pass: the features [S, B, h, w, C] of every
+    sub-pixel where `keep`, else None."""
     batch, height, width, _ = x.shape
     kernel_chunks, bias_chunks = _subpixel_chunks(kernel, bias, projection.shape[1])
 
     def one(_, weights):
         features = _subpixel_features(x, *weights)
-        return None, jnp.einsum("bhwc,bco->bhwo", features, projection)
+        out = jnp.einsum("bhwc,bco->bhwo", features, projection)
+        return None, (out, features if keep else None)
 
-    _, out = jax.lax.scan(one, None, (kernel_chunks, bias_chunks))
+    _, (out, features) = jax.lax.scan(one, None, (kernel_chunks, bias_chunks))
     out = jnp.moveaxis(out, 0, 3).reshape(batch, height, width, -1)  # [S, B, h, w, O] -> ...
-    return out, (x, kernel_chunks, bias_chunks, projection)
+    return out, (x, kernel_chunks, bias_chunks, projection, features)
 
 
-def _subpixel_projection_backward(residuals, grad_out):
-    x, kernel_chunks, bias_chunks, projection = residuals
+def _subpixel_projection_forward(x, kernel, bias, projection, recompute):
+    return _project_subpixels(x, kernel, bias, projection, keep=not recompute)
+
+
+def _subpixel_projection_backward(recompute, residuals, grad_out):
+    x, kernel_chunks, bias_chunks, projection, kept = residuals
     batch, height, width, in_channels = x.shape
     subpixels = kernel_chunks.shape[0]
     grads = jnp.moveaxis(grad_out.reshape(batch, height, width, subpixels, -1), 3, 0)
@@ -442,8 +457,9 @@ def _subpixel_projection_backward(residuals, grad_out):
 
     def one(carry, inputs):
         grad_x, grad_projection_t = carry
-        chunk_kernel, chunk_bias, grad = inputs
-        chunk_features = _subpixel_features(x, chunk_kernel, chunk_bias)
+        chunk_kernel, chunk_bias, grad, chunk_features = inputs
+        if chunk_features is None:
+            chunk_features = _subpixel_features(x, chunk_kernel, chunk_bias)
         grad_features = jnp.einsum("bhwo,bco->bhwc", grad, projection)
         grad_pre = jnp.where(chunk_features > 0, grad_features, jnp.zeros_like(grad_features))
         grad_kernel = x_t @ grad_pre.reshape(-1, grad_pre.shape[-1])
@@ -460,7 +476,7 @@ def _subpixel_projection_backward(residuals, grad_out):
     _, channels, out_channels = projection.shape
     start = (jnp.zeros(x.shape, f32), jnp.zeros((batch, out_channels, channels), f32))
     (grad_x, grad_projection_t), (grad_kernels, grad_biases) = jax.lax.scan(
-        one, start, (kernel_chunks, bias_chunks, grads)
+        one, start, (kernel_chunks, bias_chunks, grads, kept)
     )
     grad_kernel = grad_kernels.transpose(1, 0, 2).reshape(in_channels, -1)
     return (
@@ -471,7 +487,7 @@ def _subpixel_projection_backward(residuals, grad_out):
     )
 
 
-subpixel_projection_by_subpixel.defvjp(_project_subpixels, _subpixel_projection_backward)
+subpixel_projection_by_subpixel.defvjp(_subpixel_projection_forward, _subpixel_projection_backward)
 
 
 def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:

@@ -69,6 +69,9 @@ class PixelShuffleUpsample(nn.Module):
     batch_norm: bool = True  # a BatchNorm after the conv (and no conv bias)
     blur: bool = True
     kernels: str = "auto"  # see layers.use_rewrites (the projected output)
+    # The projected output's CPU loop computes its features again in the backward pass instead
+    # of keeping them (`layers.subpixel_projection`).
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -115,7 +118,12 @@ class PixelShuffleUpsample(nn.Module):
             kernel, sigma, bias = conv.weights(x.shape[-1], train=train)
             kernel = order(kernel) / sigma  # `conv`'s own order of operations
             return subpixel_projection(
-                x, kernel[0, 0], order(bias), projection, kernels=self.kernels
+                x,
+                kernel[0, 0],
+                order(bias),
+                projection,
+                kernels=self.kernels,
+                recompute=self.remat,
             )
         x = relu(conv(x, train=train, output_order=order))
         return x if subpixel_output else upsample_subpixel(x, self.scale, self.blur)
@@ -166,7 +174,8 @@ class PixelDecoder(nn.Module):
     widths: Sequence[int] = (512, 512, 256)
     blur: bool = True
     kernels: str = "auto"
-    remat: bool = False  # recompute each U-Net block in the backward pass
+    # Recompute each U-Net block, and the last upsampling's features, in the backward pass.
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -207,6 +216,7 @@ class PixelDecoder(nn.Module):
             batch_norm=False,
             blur=self.blur,
             kernels=self.kernels,
+            remat=self.remat,
             name="last_upsample",
         )
         return multi_scale, last_upsample(x, train=train, projection=project(multi_scale))

@@ -98,8 +98,9 @@ class DDColor(nn.Module):
     # "auto" | "rewrite" | "native": the CPU rewrites of depthwise conv, 3x3 conv and attention,
     # or XLA's native forms (layers.use_rewrites; "auto" picks by platform).
     kernels: str = "auto"
-    # Recompute encoder blocks, U-Net blocks and colour-decoder layers in the backward pass
-    # (memory for time: DDColor-L, large batches on accelerators). The same function.
+    # Recompute encoder blocks, U-Net blocks, colour-decoder layers and (on the CPU) the last
+    # upsampling's features in the backward pass (memory for time: DDColor-L, large batches on
+    # accelerators). The same function.
     remat: bool = False
 
     guidance_point = (
