@@ -63,8 +63,11 @@ def test_auto_uses_the_rewrites_on_cpu_only_and_names_are_checked():
         use_rewrites("fast")
 
 
-def test_depthwise_conv_matches_grouped_convolution():
-    x = jax.random.normal(_key(0), (2, 9, 11, 6))
+# Odd and even heights (the loop over two halves of the rows overlaps by one row where the
+# height is odd) and a single row (no loop).
+@pytest.mark.parametrize("shape", [(2, 9, 11, 6), (1, 8, 5, 6), (2, 1, 4, 6)])
+def test_depthwise_conv_matches_grouped_convolution(shape):
+    x = jax.random.normal(_key(0), shape)
     kernel = jax.random.normal(_key(1), (7, 7, 6))
     _assert_same_function_and_vjp(depthwise_conv, depthwise_conv_native, x, kernel, atol=2e-4)
 

@@ -129,9 +129,26 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     x: [B, H, W, C]; kernel: [k, k, C] -> [B, H, W, C]. Written as k*k shifted
     multiply-adds (one fused loop) with a hand-written gradient: XLA:CPU runs grouped
     convolutions, and above all their weight gradient, an order of magnitude slower.
+
+    The sum is computed by a loop over the two halves of the rows. As one expression, XLA fuses
+    it into every operation that reads its output and computes it again in each: in a ConvNeXt
+    block's training step, the LayerNorm's statistics and normalisation, their gradients and the
+    transposed copy for pwconv1's kernel gradient, where the 49 taps are read across channels. A
+    loop's output is a buffer, so the taps are summed once.
     """
     _, height, width, _ = x.shape
-    return _shifted_sum(_pad_same(x, kernel.shape[0]), kernel, height, width)
+    padded = _pad_same(x, kernel.shape[0])
+    if height < 2:
+        return _shifted_sum(padded, kernel, height, width)
+    rows = -(-height // 2)  # the second half overlaps the first by a row where height is odd
+
+    def half(index, out):
+        start = jnp.minimum(index * rows, height - rows)
+        window = jax.lax.dynamic_slice_in_dim(padded, start, rows + kernel.shape[0] - 1, axis=1)
+        part = _shifted_sum(window, kernel, rows, width)
+        return jax.lax.dynamic_update_slice_in_dim(out, part, start, axis=1)
+
+    return jax.lax.fori_loop(0, 2, half, jnp.zeros(x.shape, jnp.result_type(x, kernel)))
 
 
 def _depthwise_conv_fwd(x, kernel):
