@@ -88,8 +88,13 @@ _CONTAINERS = ("while", "call", "conditional")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][a-z\-]*)\(")
 _TYPED = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][a-z\-]*)\(([^)]*)\)")
 _ARRAY = re.compile(r"([a-z]+\d*)\[([\d,]*)\]")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f64": 8, "s64": 8}
-_BYTES.update({"u64": 8, "c64": 8, "c128": 16})
+# Bytes per element of the HLO types that are not 4 bytes wide.
+_BYTES = {
+    **dict.fromkeys(("pred", "s8", "u8"), 1),
+    **dict.fromkeys(("bf16", "f16", "s16", "u16"), 2),
+    **dict.fromkeys(("f64", "s64", "u64", "c64"), 8),
+    "c128": 16,
+}
 
 
 def arrays(type_text: str) -> list[tuple[str, list[int]]]:
@@ -135,6 +140,7 @@ def parse_program(hlo_text: str) -> dict[str, dict]:
     (its operands and its result)."""
     computations: dict[str, list[tuple[str, str]]] = {}
     lines: dict[str, str] = {}
+    opcode: dict[str, str] = {}
     types: dict[str, str] = {}
     operands: dict[str, list[str]] = {}
     current = entry = None
@@ -151,14 +157,16 @@ def parse_program(hlo_text: str) -> dict[str, dict]:
         if match and current:
             computations[current].append((match.group(1), match.group(2)))
             lines[match.group(1)] = line
+            opcode[match.group(1)] = match.group(2)
             typed = _TYPED.match(line)
             if typed:
                 types[match.group(1)] = typed.group(2)
                 operands[match.group(1)] = re.findall(r"%([\w.\-]+)", typed.group(4))
 
     def flop(name: str) -> int:
-        op = _INSTRUCTION.match(lines[name]).group(2)
-        return flop_of(op, lines[name], types.get(name, ""), operands.get(name, []), types)
+        return flop_of(
+            opcode[name], lines[name], types.get(name, ""), operands.get(name, []), types
+        )
 
     def op_name(line: str) -> str:
         match = re.search(r'op_name="([^"]*)"', line)
@@ -168,7 +176,7 @@ def parse_program(hlo_text: str) -> dict[str, dict]:
     for name, line in lines.items():
         called = re.search(r"calls=%([\w.\-]+)", line)
         inner = computations.get(called.group(1), []) if called else []
-        ops = {op for _, op in inner} or {_INSTRUCTION.match(line).group(2)}
+        ops = {op for _, op in inner} or {opcode[name]}
         kind = next((k for k in KINDS if k in ops), "elementwise")
         # A fusion's own line may have no metadata; then the first of its instructions that is
         # part of the model names the module.
